@@ -1,0 +1,232 @@
+"""The client: enqueue, query, retry and cancel jobs from any process.
+
+    client = jobd.Client(config="/etc/jobd/jobd.toml")     # or Client("sqlite:///...")
+    job = client.enqueue(resize, "/img/1.png", width=640)  # or "app.jobs:resize"
+    client.enqueue(resize, "/img/2.png", connection=conn)  # in the app's transaction
+
+Keyword arguments named like `enqueue`'s options (queue, priority, delay,
+at, unique_key, max_attempts, connection) are options, not routine
+arguments; pass such arguments through `JobSpec` and `enqueue_many`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import importlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobd.payload import encode_call
+from jobd.policy import Policy, check_queue_name, check_routine_name, policy_from_json
+from jobd.routines import REGISTRY, Routine
+from jobd.settings import JobdSection, Settings, config_path, load
+from jobd.store import open_store
+from jobd.store.base import Attempt, Job, NewJob, QueueStats
+from jobd.units import parse_duration
+
+
+class UnknownRoutine(ValueError):
+    """No worker registered the routine and it cannot be imported here."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for `enqueue_many`; options left None come from the routine's policy."""
+
+    routine: str | Routine[Any, Any]
+    args: tuple[Any, ...] | list[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | str | timedelta | None = None
+    at: datetime | float | str | None = None
+    unique_key: str | None = None
+    max_attempts: int | None = None
+
+
+class Client:
+    """Talks to the store; safe to share between threads (one connection each)."""
+
+    def __init__(
+        self,
+        database: str | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if settings is None:
+            if database is not None and config is None:
+                settings = Settings(jobd=JobdSection(database=database))
+            else:
+                path, explicit = config_path(None if config is None else str(config), os.environ)
+                settings = load(Path(path), required=explicit)
+        self.settings = settings
+        self.store = open_store(
+            settings.jobd.database,
+            timeout=timeout,
+            sqlite_synchronous=settings.store.sqlite_synchronous,
+        )
+        self._catalog: dict[str, Policy] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- enqueue -------------------------------------------------------------
+
+    def enqueue(
+        self,
+        routine: str | Routine[Any, Any],
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | str | timedelta | None = None,
+        at: datetime | float | str | None = None,
+        unique_key: str | None = None,
+        max_attempts: int | None = None,
+        connection: Any = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Add one job; returns it (or, for a unique key already live, that job).
+
+        Raises TypeError, naming the value, if an argument is not JSON; and
+        writes nothing then.
+        """
+        spec = JobSpec(routine, args, kwargs, queue, priority, delay, at, unique_key, max_attempts)
+        return self.enqueue_many([spec], connection=connection)[0]
+
+    def enqueue_many(
+        self, specs: Iterable[JobSpec], *, connection: Any = None
+    ) -> builtins.list[Job]:
+        """Add many jobs in one transaction (all or none)."""
+        now = time.time()
+        new = [self._new_job(spec, now) for spec in specs]
+        return [result.job for result in self.store.enqueue(new, connection=connection)]
+
+    def _new_job(self, spec: JobSpec, now: float) -> NewJob:
+        name, policy = self.resolve(spec.routine)
+        args_json, kwargs_json = encode_call(spec.args, spec.kwargs)
+        queue = check_queue_name(spec.queue) if spec.queue is not None else policy.queue
+        unique_key = spec.unique_key
+        if unique_key is None and policy.unique:
+            digest = hashlib.sha256(f"{args_json}\n{kwargs_json}".encode()).hexdigest()[:32]
+            unique_key = f"{name}:{digest}"
+        max_attempts = policy.max_attempts if spec.max_attempts is None else spec.max_attempts
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        return NewJob(
+            routine=name,
+            queue=queue,
+            priority=policy.priority if spec.priority is None else int(spec.priority),
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            run_at=run_at(now, spec.delay, spec.at),
+            enqueued_at=now,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+        )
+
+    def resolve(self, routine: str | Routine[Any, Any]) -> tuple[str, Policy]:
+        """A routine's name and effective policy, without running its code.
+
+        Looked up, in order: routines imported in this process; the catalog
+        that workers registered in the store; an import of its module.
+        """
+        if isinstance(routine, Routine):
+            return routine.name, routine.effective_policy(self.settings)
+        if not isinstance(routine, str):
+            raise TypeError(f"{routine!r} is neither a routine nor a routine name")
+        name = check_routine_name(routine)
+        registered = REGISTRY.get(name)
+        if registered is not None:
+            return name, registered.effective_policy(self.settings)
+        if name not in self._catalog:
+            self._catalog = {
+                k: policy_from_json(v) for k, v in self.store.routine_policies().items()
+            }
+        if name in self._catalog:
+            overrides = self.settings.routines.get(name, {})
+            return name, self._catalog[name].with_overrides(overrides)
+        return name, self._import(name)
+
+    def _import(self, name: str) -> Policy:
+        module = name.partition(":")[0]
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any import failure means: not known here
+            raise UnknownRoutine(
+                f"unknown routine {name!r}: no worker has registered it and importing "
+                f"{module!r} failed ({type(exc).__name__}: {exc})"
+            ) from None
+        registered = REGISTRY.get(name)
+        if registered is None:
+            raise UnknownRoutine(f"unknown routine {name!r}: {module!r} does not define it")
+        return registered.effective_policy(self.settings)
+
+    # -- queries and changes -------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        return self.store.get_job(job_id)
+
+    def list(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        routine: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Job]:
+        """Jobs, newest first."""
+        return self.store.list_jobs(state=state, queue=queue, routine=routine, limit=limit)
+
+    def attempts(self, job_id: int) -> builtins.list[Attempt]:
+        return self.store.job_attempts(job_id)
+
+    def retry(self, job_id: int) -> Job:
+        """A failed or cancelled job back to queued, with a fresh set of attempts."""
+        return self.store.retry(job_id, time.time())
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a queued job; a running one is stopped by its master."""
+        return self.store.cancel(job_id, time.time())
+
+    def stats(self) -> builtins.list[QueueStats]:
+        """Per queue: counts by state and the oldest ready job."""
+        return self.store.queue_stats(time.time())
+
+
+def run_at(
+    now: float, delay: float | str | timedelta | None, at: datetime | float | str | None
+) -> float:
+    """When a job becomes ready, from `delay` or `at` (not both)."""
+    if delay is not None and at is not None:
+        raise ValueError("give delay or at, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else parse_duration(delay)
+        return now + seconds
+    if at is None:
+        return now
+    if isinstance(at, int | float) and not isinstance(at, bool):
+        return float(at)
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{at!r} is not an ISO 8601 time") from None
+    if not isinstance(at, datetime):
+        raise TypeError(f"at must be a datetime, an ISO 8601 string or epoch seconds, not {at!r}")
+    if at.tzinfo is None:
+        raise ValueError(f"at={at.isoformat()} has no time zone; give one (e.g. +00:00)")
+    return at.timestamp()

@@ -1,0 +1,16 @@
+"""Exit codes of the `jobd` command: a contract with scripts and systemd.
+
+| code | meaning |
+| --- | --- |
+| 0 | success (for `jobd run`: drained and stopped cleanly) |
+| 1 | runtime failure: database unreachable, unknown job, job in the wrong state |
+| 2 | usage: bad arguments, bad JSON, bad duration, missing or invalid config |
+| 3 | `jobd run`: a worker could not boot (import error in `modules`, failing `worker_boot`) |
+| 4 | the database schema is missing or out of date: run `jobd db upgrade` |
+"""
+
+OK = 0
+FAILURE = 1
+USAGE = 2
+BOOT_ERROR = 3
+SCHEMA = 4

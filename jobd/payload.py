@@ -1,0 +1,53 @@
+"""Job arguments and results are JSON, checked strictly at the edge.
+
+Refused with a TypeError naming where the value sits: anything that is not
+a str, int, float, bool, None, list, tuple or dict with str keys; NaN and
+infinities (not JSON). Tuples arrive as lists. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+_SCALARS = (str, int, bool, type(None))
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def check_json(value: Any, where: str) -> None:
+    """Raise TypeError naming `where` (e.g. "args[1]['when']") if value is not JSON."""
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{where} is {value!r}, which JSON cannot hold")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has the key {key!r}; JSON object keys must be strings")
+            check_json(item, f"{where}[{key!r}]")
+        return
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    raise TypeError(
+        f"{where} is {shown} of type {type(value).__name__}, which is not JSON "
+        "(jobd accepts str, int, float, bool, None, lists and dicts with str keys)"
+    )
+
+
+def dumps(value: Any, where: str) -> str:
+    """Compact JSON text of a checked value."""
+    check_json(value, where)
+    return _encode(value)
+
+
+def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """(args JSON, kwargs JSON) for a job, or TypeError naming the offending value."""
+    return dumps(list(args), "args"), dumps(kwargs, "kwargs")

@@ -1,0 +1,18 @@
+"""The durable job store: its contract (`base`) and SQL implementation (`sql`).
+
+`open_store` is the one place that picks the implementation; importing this
+package does not import SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobd.store.sql import SQLStore
+
+
+def open_store(url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal") -> SQLStore:
+    from jobd.store.sql import SQLStore
+
+    return SQLStore(url, timeout=timeout, sqlite_synchronous=sqlite_synchronous)

@@ -1,0 +1,631 @@
+"""The store on SQLAlchemy 2 Core: every statement jobd runs is in this file.
+
+Connections are kept, one per thread, for the life of the store: a pool
+checkout per call costs more than the insert it wraps (measured: 4,200
+single-row enqueues/s through `engine.begin()` against 9,700/s on a kept
+connection, SQLite). After a fork the child drops them unused (they belong
+to the parent) and opens its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Select,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+
+from jobd.store import schema
+from jobd.store.base import (
+    Attempt,
+    Claim,
+    EnqueueResult,
+    InvalidTransition,
+    Job,
+    JobNotFound,
+    JobState,
+    NewJob,
+    NodeInfo,
+    QueueStats,
+    SchemaError,
+    Settle,
+    StoreError,
+    loads_or_none,
+)
+from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
+from jobd.store.wake import Waker
+
+jobs, attempts, nodes, routines = schema.jobs, schema.attempts, schema.nodes, schema.routines
+
+# Literal, not bound, so SQLite can use the partial indexes whose WHERE says the same.
+IS_QUEUED = jobs.c.state == literal_column("'queued'")
+IS_RUNNING = jobs.c.state == literal_column("'running'")
+
+CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.routine,
+    jobs.c.queue,
+    jobs.c.priority,
+    jobs.c.attempts,
+    jobs.c.max_attempts,
+    jobs.c.args,
+    jobs.c.kwargs,
+    jobs.c.enqueued_at,
+    jobs.c.run_at,
+)
+
+SETTLE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), IS_RUNNING, jobs.c.node_id == bindparam("b_node"))
+    .values(
+        state=bindparam("b_state"),
+        result=bindparam("b_result"),
+        run_at=func.coalesce(bindparam("b_run_at"), jobs.c.run_at),
+        finished_at=bindparam("b_finished_at"),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+        attempts=jobs.c.attempts - bindparam("b_uncount"),
+        cancel_requested=case(
+            (bindparam("b_state") == "queued", jobs.c.cancel_requested), else_=False
+        ),
+    )
+)
+
+
+class SQLStore:
+    """`jobd.store.base.Store` on SQLite or PostgreSQL."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal"
+    ) -> None:
+        self.url = normalize_url(url)
+        self.dialect = dialect_of(self.url)
+        self.timeout = timeout
+        self.engine = build_engine(self.url, timeout, sqlite_synchronous)
+        self.database_path = sqlite_path(self.url)
+        self._waker = Waker(self.database_path) if self.database_path else None
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._claims: dict[tuple[str, ...], Any] = {}
+
+    # -- connections and transactions ---------------------------------------
+
+    def _connection(self) -> Connection:
+        if self._pid != os.getpid():
+            # A forked child must not touch the parent's connections, not even to close them.
+            self.engine.dispose(close=False)
+            self._local = threading.local()
+            self._pid = os.getpid()
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            try:
+                conn = self.engine.connect()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot connect to {self.describe()}: {_reason(exc)}") from None
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Connection]:
+        conn = self._connection()
+        try:
+            arm(conn, write, self.timeout)
+            with conn.begin():
+                yield conn
+        except (InvalidTransition, JobNotFound, SchemaError):
+            raise
+        except SQLAlchemyError as exc:
+            self._drop_connection()
+            raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(SQLAlchemyError):
+                conn.close()
+
+    def describe(self) -> str:
+        """The database, for messages (no password)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self._drop_connection()
+        if self._waker is not None:
+            self._waker.close()
+        self.engine.dispose()
+
+    # -- schema --------------------------------------------------------------
+
+    def check_schema(self) -> None:
+        from jobd.store.migrate import check_revision
+
+        with self._transaction(write=False) as conn:
+            check_revision(conn, self.describe())
+
+    def upgrade(self) -> tuple[str | None, str]:
+        from jobd.store.migrate import upgrade
+
+        conn = self._connection()
+        arm(conn, True, self.timeout)
+        try:
+            return upgrade(conn)
+        except SQLAlchemyError as exc:
+            self._drop_connection()
+            raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
+
+    # -- producers -----------------------------------------------------------
+
+    def enqueue(self, new: list[NewJob], connection: Any = None) -> list[EnqueueResult]:
+        if connection is not None:
+            if not isinstance(connection, Connection):
+                raise TypeError("connection must be a sqlalchemy.Connection")
+            results = self._insert(connection, new)
+            if self._waker is not None and new:
+                # Sent before the caller commits; the master re-checks shortly after.
+                self.wake({job.queue for job in new}, min(job.run_at for job in new))
+            return results
+        with self._transaction() as conn:
+            results = self._insert(conn, new)
+        if new:
+            self.wake({job.queue for job in new}, min(job.run_at for job in new))
+        return results
+
+    def wake(self, queues: set[str], earliest_run_at: float) -> None:
+        if self._waker is not None:
+            self._waker.wake(queues, earliest_run_at)
+
+    def _insert(self, conn: Connection, new: Sequence[NewJob]) -> list[EnqueueResult]:
+        plain = [job for job in new if job.unique_key is None]
+        ids: dict[int, int] = {}
+        if len(plain) == 1:
+            row = conn.execute(insert(jobs), _row(plain[0]))
+            ids[id(plain[0])] = _new_id(row)
+        elif plain:
+            stmt = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
+            result = conn.execute(stmt, [_row(job) for job in plain])
+            for job, job_id in zip(plain, result.scalars(), strict=True):
+                ids[id(job)] = int(job_id)
+        results = []
+        for job in new:
+            if job.unique_key is None:
+                results.append(EnqueueResult(_new_job_record(ids[id(job)], job), True))
+            else:
+                results.append(self._insert_unique(conn, job))
+        return results
+
+    def _insert_unique(self, conn: Connection, job: NewJob) -> EnqueueResult:
+        dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        stmt = dialect_insert(jobs).values(_row(job)).on_conflict_do_nothing().returning(jobs.c.id)
+        job_id = conn.execute(stmt).scalar()
+        if job_id is not None:
+            return EnqueueResult(_new_job_record(int(job_id), job), True)
+        existing = conn.execute(
+            select(jobs).where(
+                jobs.c.unique_key == job.unique_key, jobs.c.state.in_(("queued", "running"))
+            )
+        ).first()
+        if existing is None:  # finished between the conflict and the select: try once more
+            return self._insert_unique(conn, job)
+        return EnqueueResult(_job_from_row(existing), False)
+
+    # -- the master's hot path ----------------------------------------------
+
+    def exchange(
+        self, node_id: int, settles: list[Settle], queues: tuple[str, ...], limit: int, now: float
+    ) -> list[Claim]:
+        with self._transaction() as conn:
+            if settles:
+                _apply_settles(conn, node_id, settles)
+            if limit <= 0:
+                return []
+            rows = conn.execute(
+                self._claim_statement(queues),
+                {"c_now": now, "c_limit": limit, "c_node": node_id},
+            ).all()
+        claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
+        claims.sort(key=lambda c: (-c.priority, c.run_at, c.id))
+        return claims
+
+    def _claim_statement(self, queues: tuple[str, ...]) -> Any:
+        """UPDATE ... WHERE id IN (next ready ids) RETURNING ...: one statement.
+
+        Each served queue is read through its own slice of the claim index
+        (an index range per queue, never a scan), then merged and cut to
+        the limit; PostgreSQL skips rows other nodes hold locked.
+        """
+        cached = self._claims.get(queues)
+        if cached is not None:
+            return cached
+        per_queue = [self._ready(queue) for queue in queues]
+        if len(per_queue) == 1:
+            chosen = per_queue[0].with_only_columns(jobs.c.id)
+        else:
+            merged = union_all(*(select(*q.subquery().c) for q in per_queue)).subquery()
+            chosen = (
+                select(merged.c.id)
+                .order_by(merged.c.priority.desc(), merged.c.run_at, merged.c.id)
+                .limit(bindparam("c_limit"))
+            )
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(chosen.scalar_subquery()), IS_QUEUED)
+            .values(
+                state="running",
+                attempts=jobs.c.attempts + 1,
+                node_id=bindparam("c_node"),
+                started_at=bindparam("c_now"),
+            )
+            .returning(*CLAIM_COLUMNS)
+        )
+        self._claims[queues] = stmt
+        return stmt
+
+    def _ready(self, queue: str) -> Select[Any]:
+        stmt = (
+            select(jobs.c.id, jobs.c.priority, jobs.c.run_at)
+            .where(IS_QUEUED, jobs.c.queue == queue, jobs.c.run_at <= bindparam("c_now"))
+            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+            .limit(bindparam("c_limit"))
+        )
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return stmt
+
+    # -- nodes ---------------------------------------------------------------
+
+    def register_node(self, name: str, hostname: str, pid: int, now: float) -> int:
+        with self._transaction() as conn:
+            row = conn.execute(
+                insert(nodes).values(
+                    name=name, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now
+                )
+            )
+            return _new_id(row)
+
+    def heartbeat(self, node_id: int, now: float, info: dict[str, Any]) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                update(nodes)
+                .where(nodes.c.id == node_id)
+                .values(heartbeat_at=now, info=json.dumps(info, separators=(",", ":")))
+            )
+
+    def stop_node(self, node_id: int, now: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(update(nodes).where(nodes.c.id == node_id).values(stopped_at=now))
+
+    def nodes(self, include_stopped: bool = False) -> list[NodeInfo]:
+        stmt = select(nodes).order_by(nodes.c.id)
+        if not include_stopped:
+            stmt = stmt.where(nodes.c.stopped_at.is_(None))
+        with self._transaction(write=False) as conn:
+            return [
+                NodeInfo(
+                    r.id,
+                    r.name,
+                    r.hostname,
+                    r.pid,
+                    r.started_at,
+                    r.heartbeat_at,
+                    r.stopped_at,
+                    json.loads(r.info or "{}"),
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def rescue_node(
+        self, node_id: int, now: float, decide: Callable[[Claim], Settle]
+    ) -> list[Settle]:
+        """Settle a dead node's running jobs with `decide`, and mark it stopped."""
+        stmt: Select[Any] = select(*CLAIM_COLUMNS).where(IS_RUNNING, jobs.c.node_id == node_id)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        with self._transaction() as conn:
+            held = [Claim(*row) for row in conn.execute(stmt)]
+            settles = [decide(claim) for claim in held]
+            if settles:
+                _apply_settles(conn, node_id, settles)
+            conn.execute(
+                update(nodes)
+                .where(nodes.c.id == node_id, nodes.c.stopped_at.is_(None))
+                .values(stopped_at=now)
+            )
+        return settles
+
+    def cancel_requests(self, node_id: int) -> list[int]:
+        with self._transaction(write=False) as conn:
+            return list(
+                conn.execute(
+                    select(jobs.c.id).where(
+                        IS_RUNNING, jobs.c.node_id == node_id, jobs.c.cancel_requested
+                    )
+                ).scalars()
+            )
+
+    # -- routine catalog -----------------------------------------------------
+
+    def register_routines(self, catalog: dict[str, dict[str, Any]], now: float) -> None:
+        if not catalog:
+            return
+        dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        stmt = dialect_insert(routines)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[routines.c.name],
+            set_={"policy": stmt.excluded.policy, "updated_at": stmt.excluded.updated_at},
+        )
+        rows = [
+            {"name": name, "policy": json.dumps(policy, sort_keys=True), "updated_at": now}
+            for name, policy in catalog.items()
+        ]
+        with self._transaction() as conn:
+            conn.execute(stmt, rows)
+
+    def routine_policies(self) -> dict[str, dict[str, Any]]:
+        with self._transaction(write=False) as conn:
+            return {
+                name: json.loads(policy)
+                for name, policy in conn.execute(select(routines.c.name, routines.c.policy))
+            }
+
+    # -- people and scripts --------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job_from_row(row)
+
+    def list_jobs(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        routine: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if state is not None:
+            stmt = stmt.where(jobs.c.state == state)
+        if queue is not None:
+            stmt = stmt.where(jobs.c.queue == queue)
+        if routine is not None:
+            stmt = stmt.where(jobs.c.routine == routine)
+        with self._transaction(write=False) as conn:
+            return [_job_from_row(row) for row in conn.execute(stmt)]
+
+    def job_attempts(self, job_id: int) -> list[Attempt]:
+        columns = [c for c in attempts.c if c.name != "id"]
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(*columns).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
+            )
+            return [Attempt(**row._asdict()) for row in rows]
+
+    def retry(self, job_id: int, now: float) -> Job:
+        """Put a failed or cancelled job back in its queue with fresh attempts."""
+        with self._transaction() as conn:
+            job = self._get_for_update(conn, job_id)
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
+                )
+            try:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        state="queued",
+                        run_at=now,
+                        attempts=0,
+                        finished_at=None,
+                        cancel_requested=False,
+                        result=None,
+                    )
+                )
+            except IntegrityError:
+                raise InvalidTransition(
+                    f"job {job_id}: a queued or running job already has its unique key"
+                ) from None
+        self.wake({job.queue}, now)
+        return self.get_job(job_id)
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        """Cancel a queued job; for a running one, record the request for its master."""
+        with self._transaction() as conn:
+            job = self._get_for_update(conn, job_id)
+            if job.state == JobState.QUEUED:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(state="cancelled", finished_at=now)
+                )
+            elif job.state == JobState.RUNNING:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+            else:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only queued or running jobs can be cancelled"
+                )
+        return self.get_job(job_id)
+
+    def _get_for_update(self, conn: Connection, job_id: int) -> Job:
+        stmt = select(jobs).where(jobs.c.id == job_id)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job_from_row(row)
+
+    def count_queued(self, queues: tuple[str, ...], cap: int = 100_000) -> int:
+        """Queued jobs in `queues`, counted up to `cap` (an index range, never a scan)."""
+        capped = select(jobs.c.id).where(IS_QUEUED, jobs.c.queue.in_(queues)).limit(cap).subquery()
+        with self._transaction(write=False) as conn:
+            return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
+
+    def queue_stats(self, now: float | None = None) -> list[QueueStats]:
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        ready = select(jobs.c.queue, func.min(jobs.c.run_at)).where(IS_QUEUED)
+        if now is not None:
+            ready = ready.where(jobs.c.run_at <= now)
+        with self._transaction(write=False) as conn:
+            for queue, state, count in conn.execute(
+                select(jobs.c.queue, jobs.c.state, func.count()).group_by(
+                    jobs.c.queue, jobs.c.state
+                )
+            ):
+                counts.setdefault(queue, {})[state] = count
+            for queue, run_at in conn.execute(ready.group_by(jobs.c.queue)):
+                oldest[queue] = run_at
+        return [QueueStats(q, counts[q], oldest.get(q)) for q in sorted(counts)]
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _apply_settles(conn: Connection, node_id: int, settles: list[Settle]) -> None:
+    conn.execute(
+        SETTLE,
+        [
+            {
+                "b_id": s.job_id,
+                "b_node": node_id,
+                "b_state": s.state.value,
+                "b_result": s.result_json,
+                "b_run_at": s.run_at,
+                "b_finished_at": None
+                if s.state == JobState.QUEUED
+                else (s.attempt.finished_at if s.attempt else None),
+                "b_error_type": s.attempt.error_type if s.attempt else None,
+                "b_error_message": s.attempt.error_message if s.attempt else None,
+                "b_uncount": 1 if s.uncount else 0,
+            }
+            for s in settles
+        ],
+    )
+    follow_ups = [_row(s.follow_up) for s in settles if s.follow_up is not None]
+    if follow_ups:
+        conn.execute(insert(jobs), follow_ups)
+    recorded = [s.attempt for s in settles if s.attempt is not None]
+    if recorded:
+        conn.execute(
+            insert(attempts),
+            [
+                {
+                    "job_id": a.job_id,
+                    "attempt": a.attempt,
+                    "routine": a.routine,
+                    "queue": a.queue,
+                    "node_id": a.node_id,
+                    "worker_pid": a.worker_pid,
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "outcome": a.outcome,
+                    "error_type": a.error_type,
+                    "error_message": a.error_message,
+                    "traceback": a.traceback,
+                    "cpu_seconds": a.cpu_seconds,
+                    "peak_rss": a.peak_rss,
+                }
+                for a in recorded
+            ],
+        )
+
+
+def _row(job: NewJob) -> dict[str, Any]:
+    return {
+        "routine": job.routine,
+        "queue": job.queue,
+        "state": "queued",
+        "priority": job.priority,
+        "args": job.args_json,
+        "kwargs": job.kwargs_json,
+        "attempts": 0,
+        "max_attempts": job.max_attempts,
+        "unique_key": job.unique_key,
+        "enqueued_at": job.enqueued_at,
+        "run_at": job.run_at,
+        "cancel_requested": False,
+    }
+
+
+def _new_job_record(job_id: int, job: NewJob) -> Job:
+    return Job(
+        id=job_id,
+        routine=job.routine,
+        queue=job.queue,
+        state=JobState.QUEUED.value,
+        priority=job.priority,
+        args=json.loads(job.args_json),
+        kwargs=json.loads(job.kwargs_json),
+        attempts=0,
+        max_attempts=job.max_attempts,
+        result=None,
+        error_type=None,
+        error_message=None,
+        unique_key=job.unique_key,
+        enqueued_at=job.enqueued_at,
+        run_at=job.run_at,
+        started_at=None,
+        finished_at=None,
+        node_id=None,
+        cancel_requested=False,
+    )
+
+
+def _job_from_row(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        routine=row.routine,
+        queue=row.queue,
+        state=row.state,
+        priority=row.priority,
+        args=json.loads(row.args),
+        kwargs=json.loads(row.kwargs),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        result=loads_or_none(row.result),
+        error_type=row.error_type,
+        error_message=row.error_message,
+        unique_key=row.unique_key,
+        enqueued_at=row.enqueued_at,
+        run_at=row.run_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        node_id=row.node_id,
+        cancel_requested=bool(row.cancel_requested),
+    )
+
+
+def _new_id(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own words, on one line, without SQLAlchemy's boilerplate."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    if isinstance(exc, OperationalError) and "interrupted" in text:
+        text = "the statement ran past the store timeout"
+    if isinstance(exc, IntegrityError):
+        text = f"integrity: {text}"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:300]

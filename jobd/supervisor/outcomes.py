@@ -1,0 +1,131 @@
+"""Pure decisions about attempts: how a worker ended, and where its job goes next.
+
+Nothing here touches a process or the database; the master gathers the
+inputs and applies the outputs, and the unit tests call these directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from jobd.policy import Policy
+from jobd.store.base import Attempt, Claim, JobState, NewJob, Settle
+
+FAILED_HOOK_ROUTINE = "jobd.failure:call_failed_hook"
+
+# Outcomes that end a job at once, whatever attempts remain.
+FINAL_OUTCOMES = {"succeeded": JobState.SUCCEEDED, "cancelled": JobState.CANCELLED}
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a child process ended, from its wait status."""
+
+    pid: int
+    code: int | None
+    signal: int | None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                return signal.Signals(self.signal).name
+            except ValueError:
+                return f"signal {self.signal}"
+        return f"exit code {self.code}"
+
+
+def classify(pid: int, status: int) -> Exit:
+    """A wait status as an Exit: a signal that killed it, or its exit code."""
+    if os.WIFSIGNALED(status):
+        return Exit(pid, None, os.WTERMSIG(status))
+    return Exit(pid, os.waitstatus_to_exitcode(status), None)
+
+
+def after_attempt(
+    claim: Claim,
+    attempt: Attempt,
+    policy: Policy,
+    now: float,
+    rand: float,
+    result_json: str | None = None,
+    failed_hook: bool = False,
+) -> Settle:
+    """Where the job goes after `attempt` ended with `attempt.outcome`.
+
+    Succeeded and cancelled are final; "interrupted" (a drain or stop-now
+    killed it) goes back without counting; anything else is retried after
+    the routine's backoff while attempts remain, else the job has failed
+    for good and, if the routine has a `failed` hook, a job to run it is
+    added in the same transaction.
+    """
+    final = FINAL_OUTCOMES.get(attempt.outcome)
+    if final is not None:
+        return Settle(claim.id, final, attempt, result_json=result_json)
+    if attempt.outcome == "interrupted":
+        return Settle(claim.id, JobState.QUEUED, attempt, run_at=now, uncount=True)
+    if claim.attempt < claim.max_attempts:
+        delay = policy.retry_delay_for(claim.attempt, rand)
+        return Settle(claim.id, JobState.QUEUED, attempt, run_at=now + delay)
+    follow_up = failed_hook_job(claim, attempt, now) if failed_hook else None
+    return Settle(claim.id, JobState.FAILED, attempt, follow_up=follow_up)
+
+
+def never_started(claim: Claim) -> Settle:
+    """A job that waited in a worker's pipe when the worker went away."""
+    return Settle(claim.id, JobState.QUEUED, None, run_at=None, uncount=True)
+
+
+def failed_hook_job(claim: Claim, attempt: Attempt, now: float) -> NewJob:
+    import json
+
+    failure: dict[str, Any] = {
+        "job_id": claim.id,
+        "routine": claim.routine,
+        "attempts": claim.attempt,
+        "outcome": attempt.outcome,
+        "error_type": attempt.error_type,
+        "message": attempt.error_message,
+        "traceback": attempt.traceback,
+    }
+    args_json = f"[{json.dumps(failure)},{claim.args_json},{claim.kwargs_json}]"
+    return NewJob(
+        routine=FAILED_HOOK_ROUTINE,
+        queue=claim.queue,
+        priority=claim.priority,
+        args_json=args_json,
+        kwargs_json="{}",
+        run_at=now,
+        enqueued_at=now,
+        max_attempts=3,
+    )
+
+
+def death_attempt(
+    claim: Claim,
+    node_id: int,
+    pid: int | None,
+    started: float | None,
+    now: float,
+    outcome: str,
+    message: str,
+    error_type: str | None = None,
+    peak_rss: int | None = None,
+) -> Attempt:
+    """The record of an attempt whose worker did not report back."""
+    return Attempt(
+        job_id=claim.id,
+        attempt=claim.attempt,
+        routine=claim.routine,
+        queue=claim.queue,
+        node_id=node_id,
+        worker_pid=pid,
+        started_at=started,
+        finished_at=now,
+        outcome=outcome,
+        error_type=error_type,
+        error_message=message,
+        peak_rss=peak_rss,
+    )
