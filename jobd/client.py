@@ -18,12 +18,18 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jobd.payload import encode_call
-from jobd.policy import Policy, check_queue_name, check_routine_name, policy_from_json
+from jobd.policy import (
+    Policy,
+    check_queue_name,
+    check_routine_name,
+    parse_policy,
+    policy_from_json,
+)
 from jobd.routines import REGISTRY, Routine
 from jobd.settings import JobdSection, Settings, config_path, load
 from jobd.store import open_store
@@ -61,8 +67,11 @@ class Client:
         settings: Settings | None = None,
         timeout: float = 30.0,
     ) -> None:
+        if sum(given is not None for given in (database, config, settings)) > 1:
+            # Silently preferring one would send jobs to a database the caller did not name.
+            raise TypeError("Client takes a database URL, a config file or settings, not several")
         if settings is None:
-            if database is not None and config is None:
+            if database is not None:
                 settings = Settings(jobd=JobdSection(database=database))
             else:
                 path, explicit = config_path(None if config is None else str(config), os.environ)
@@ -124,18 +133,23 @@ class Client:
         if unique_key is None and policy.unique:
             digest = hashlib.sha256(f"{args_json}\n{kwargs_json}".encode()).hexdigest()[:32]
             unique_key = f"{name}:{digest}"
-        max_attempts = policy.max_attempts if spec.max_attempts is None else spec.max_attempts
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        options = parse_policy(
+            {
+                key: value
+                for key, value in (("priority", spec.priority), ("max_attempts", spec.max_attempts))
+                if value is not None
+            },
+            "enqueue",
+        )
         return NewJob(
             routine=name,
             queue=queue,
-            priority=policy.priority if spec.priority is None else int(spec.priority),
+            priority=options.get("priority", policy.priority),
             args_json=args_json,
             kwargs_json=kwargs_json,
             run_at=run_at(now, spec.delay, spec.at),
             enqueued_at=now,
-            max_attempts=max_attempts,
+            max_attempts=options.get("max_attempts", policy.max_attempts),
             unique_key=unique_key,
         )
 
@@ -215,11 +229,11 @@ def run_at(
         raise ValueError("give delay or at, not both")
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else parse_duration(delay)
-        return now + seconds
+        return _representable(now + seconds, delay)
     if at is None:
         return now
     if isinstance(at, int | float) and not isinstance(at, bool):
-        return float(at)
+        return _representable(float(at), at)
     if isinstance(at, str):
         try:
             at = datetime.fromisoformat(at.replace("Z", "+00:00"))
@@ -229,4 +243,13 @@ def run_at(
         raise TypeError(f"at must be a datetime, an ISO 8601 string or epoch seconds, not {at!r}")
     if at.tzinfo is None:
         raise ValueError(f"at={at.isoformat()} has no time zone; give one (e.g. +00:00)")
-    return at.timestamp()
+    return _representable(at.timestamp(), at.isoformat())
+
+
+def _representable(ts: float, given: object) -> float:
+    """`ts` if it is a time that can be stored and shown (finite, before year 10000)."""
+    try:
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"{given!r} gives a time out of range") from None
+    return ts

@@ -2,7 +2,8 @@
 
 Refused with a TypeError naming where the value sits: anything that is not
 a str, int, float, bool, None, list, tuple or dict with str keys; NaN and
-infinities (not JSON). Tuples arrive as lists. Nothing is ever pickled.
+infinities (not JSON); strings holding lone surrogates (not UTF-8). Tuples
+arrive as lists. Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import math
 from typing import Any
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def check_json(value: Any, where: str) -> None:
     """Raise TypeError naming `where` (e.g. "args[1]['when']") if value is not JSON."""
+    if isinstance(value, str):
+        _check_text(value, where)
+        return
     if isinstance(value, _SCALARS):
         return
     if isinstance(value, float):
@@ -31,6 +35,7 @@ def check_json(value: Any, where: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where} has the key {key!r}; JSON object keys must be strings")
+            _check_text(key, f"{where} key {key!r}")
             check_json(item, f"{where}[{key!r}]")
         return
     shown = repr(value)
@@ -42,9 +47,22 @@ def check_json(value: Any, where: str) -> None:
     )
 
 
+def _check_text(text: str, where: str) -> None:
+    if not text.isascii():  # cheap: ASCII is always valid UTF-8
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError(
+                f"{where} is a str holding a lone surrogate, which UTF-8 JSON cannot hold"
+            ) from None
+
+
 def dumps(value: Any, where: str) -> str:
     """Compact JSON text of a checked value."""
-    check_json(value, where)
+    try:
+        check_json(value, where)
+    except RecursionError:
+        raise TypeError(f"{where} is nested too deeply for JSON (or contains itself)") from None
     return _encode(value)
 
 

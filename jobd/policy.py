@@ -20,6 +20,8 @@ from typing import Any
 from jobd.units import format_duration, format_size, parse_duration, parse_size
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# The store keeps priorities and attempt counts in 32-bit integer columns.
+INT_MAX = 2**31 - 1
 ROUTINE_NAME = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
@@ -44,6 +46,8 @@ def _int_at_least(low: int) -> Callable[[object], int]:
                 raise ValueError(f"{value!r} is not an integer")
         if value < low:
             raise ValueError(f"{value!r} is below the minimum {low}")
+        if value > INT_MAX:
+            raise ValueError(f"{value!r} is above the maximum {INT_MAX}")
         return value
 
     return parse

@@ -31,7 +31,7 @@ from jobd.policy import (
     check_routine_name,
     parse_policy,
 )
-from jobd.units import parse_duration
+from jobd.units import format_duration, parse_duration
 
 DEFAULT_CONFIG = Path("/etc/jobd/jobd.toml")
 
@@ -387,7 +387,10 @@ def _cross_check(settings: Settings, where: str) -> None:
         )
     limits = settings.limits
     if limits.soft_time_limit and limits.time_limit and limits.soft_time_limit >= limits.time_limit:
-        raise ConfigError(f"{where}: limits.soft_time_limit must be below limits.time_limit")
+        raise ConfigError(
+            f"{where}: limits.soft_time_limit ({format_duration(limits.soft_time_limit)}) "
+            f"must be below limits.time_limit ({format_duration(limits.time_limit)})"
+        )
 
 
 def not_reloadable_changes(old: Settings, new: Settings) -> list[str]:
@@ -431,6 +434,8 @@ def from_json(data: Mapping[str, Any]) -> Settings:
 def _show_default(value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, bool):  # as TOML writes it
+        return "true" if value else "false"
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{item}"' for item in value) + "]"
     if isinstance(value, str):

@@ -20,7 +20,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration (use e.g. '30s', '5m')")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float: refused below as infinite
+            seconds = math.inf
     elif isinstance(value, str):
         seconds = _parse_duration_text(value)
     else:
@@ -52,7 +55,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size (use e.g. '512M', '2G')")
     if isinstance(value, int):
-        number = float(value)
+        number: float = value  # kept exact: float() would round above 2**53
     elif isinstance(value, str):
         match = _SIZE_RE.fullmatch(value.strip())
         if match is None:
@@ -90,5 +93,8 @@ def format_size(size: int) -> str:
     """1536 -> "1.5K", 268435456 -> "256M"."""
     for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if size >= factor:
-            return f"{size / factor:.3g}{unit}"
+            shown = f"{size / factor:.3g}"
+            if "e" in shown:  # 1000 or more of the unit: .3g would write "1e+03"
+                shown = f"{size / factor:.0f}"
+            return f"{shown}{unit}"
     return f"{size}B"

@@ -26,7 +26,14 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def open_client(args: argparse.Namespace) -> Client:
-    return Client(settings=load_settings(args))
+    """A client on a database whose schema is checked: a missing schema is exit 4, not 1."""
+    client = Client(settings=load_settings(args))
+    try:
+        client.store.check_schema()
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def _json_arg(text: str, name: str, kind: type) -> Any:
@@ -35,7 +42,7 @@ def _json_arg(text: str, name: str, kind: type) -> Any:
     except ValueError as exc:
         raise UsageError(f"--{name} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
-        expected = "an array" if kind is list else "an object"
+        expected = "array" if kind is list else "object"
         raise UsageError(f"--{name} must be a JSON {expected}, not {type(value).__name__}")
     return value
 

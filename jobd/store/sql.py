@@ -49,6 +49,7 @@ from jobd.store.base import (
     loads_or_none,
 )
 from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
+from jobd.store.hotpath import Compiled, attempt_rows, claims_from_rows, settle_rows
 from jobd.store.wake import Waker
 
 jobs, attempts, nodes, routines = schema.jobs, schema.attempts, schema.nodes, schema.routines
@@ -102,7 +103,10 @@ class SQLStore:
         self._waker = Waker(self.database_path) if self.database_path else None
         self._local = threading.local()
         self._pid = os.getpid()
-        self._claims: dict[tuple[str, ...], Any] = {}
+        self._claims: dict[tuple[str, ...], Compiled] = {}
+        self._settle = Compiled(SETTLE, self.engine.dialect)
+        recorded = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
+        self._record = Compiled(insert(attempts).values(recorded), self.engine.dialect)
 
     # -- connections and transactions ---------------------------------------
 
@@ -232,18 +236,24 @@ class SQLStore:
     ) -> list[Claim]:
         with self._transaction() as conn:
             if settles:
-                _apply_settles(conn, node_id, settles)
+                self._apply_settles(conn, node_id, settles)
             if limit <= 0:
                 return []
-            rows = conn.execute(
-                self._claim_statement(queues),
-                {"c_now": now, "c_limit": limit, "c_node": node_id},
-            ).all()
-        claims = [Claim(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
-        claims.sort(key=lambda c: (-c.priority, c.run_at, c.id))
-        return claims
+            rows = self._claim_statement(queues).execute(
+                conn, {"c_now": now, "c_limit": limit, "c_node": node_id}
+            )
+        return claims_from_rows(rows)
 
-    def _claim_statement(self, queues: tuple[str, ...]) -> Any:
+    def _apply_settles(self, conn: Connection, node_id: int, settles: list[Settle]) -> None:
+        self._settle.execute_many(conn, settle_rows(node_id, settles))
+        follow_ups = [_row(s.follow_up) for s in settles if s.follow_up is not None]
+        if follow_ups:
+            conn.execute(insert(jobs), follow_ups)
+        recorded = attempt_rows(settles)
+        if recorded:
+            self._record.execute_many(conn, recorded)
+
+    def _claim_statement(self, queues: tuple[str, ...]) -> Compiled:
         """UPDATE ... WHERE id IN (next ready ids) RETURNING ...: one statement.
 
         Each served queue is read through its own slice of the claim index
@@ -263,9 +273,13 @@ class SQLStore:
                 .order_by(merged.c.priority.desc(), merged.c.run_at, merged.c.id)
                 .limit(bindparam("c_limit"))
             )
+        # Materialized once: PostgreSQL may otherwise re-run a sub-select per
+        # outer row, and each run skips the rows just locked and finds others,
+        # claiming more than the limit (caught by the store contract tests).
+        candidates = chosen.cte("candidates").prefix_with("MATERIALIZED")
         stmt = (
             update(jobs)
-            .where(jobs.c.id.in_(chosen.scalar_subquery()), IS_QUEUED)
+            .where(jobs.c.id.in_(select(candidates.c.id)), IS_QUEUED)
             .values(
                 state="running",
                 attempts=jobs.c.attempts + 1,
@@ -274,8 +288,8 @@ class SQLStore:
             )
             .returning(*CLAIM_COLUMNS)
         )
-        self._claims[queues] = stmt
-        return stmt
+        compiled = self._claims[queues] = Compiled(stmt, self.engine.dialect)
+        return compiled
 
     def _ready(self, queue: str) -> Select[Any]:
         stmt = (
@@ -341,7 +355,7 @@ class SQLStore:
             held = [Claim(*row) for row in conn.execute(stmt)]
             settles = [decide(claim) for claim in held]
             if settles:
-                _apply_settles(conn, node_id, settles)
+                self._apply_settles(conn, node_id, settles)
             conn.execute(
                 update(nodes)
                 .where(nodes.c.id == node_id, nodes.c.stopped_at.is_(None))
@@ -498,55 +512,6 @@ class SQLStore:
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def _apply_settles(conn: Connection, node_id: int, settles: list[Settle]) -> None:
-    conn.execute(
-        SETTLE,
-        [
-            {
-                "b_id": s.job_id,
-                "b_node": node_id,
-                "b_state": s.state.value,
-                "b_result": s.result_json,
-                "b_run_at": s.run_at,
-                "b_finished_at": None
-                if s.state == JobState.QUEUED
-                else (s.attempt.finished_at if s.attempt else None),
-                "b_error_type": s.attempt.error_type if s.attempt else None,
-                "b_error_message": s.attempt.error_message if s.attempt else None,
-                "b_uncount": 1 if s.uncount else 0,
-            }
-            for s in settles
-        ],
-    )
-    follow_ups = [_row(s.follow_up) for s in settles if s.follow_up is not None]
-    if follow_ups:
-        conn.execute(insert(jobs), follow_ups)
-    recorded = [s.attempt for s in settles if s.attempt is not None]
-    if recorded:
-        conn.execute(
-            insert(attempts),
-            [
-                {
-                    "job_id": a.job_id,
-                    "attempt": a.attempt,
-                    "routine": a.routine,
-                    "queue": a.queue,
-                    "node_id": a.node_id,
-                    "worker_pid": a.worker_pid,
-                    "started_at": a.started_at,
-                    "finished_at": a.finished_at,
-                    "outcome": a.outcome,
-                    "error_type": a.error_type,
-                    "error_message": a.error_message,
-                    "traceback": a.traceback,
-                    "cpu_seconds": a.cpu_seconds,
-                    "peak_rss": a.peak_rss,
-                }
-                for a in recorded
-            ],
-        )
 
 
 def _row(job: NewJob) -> dict[str, Any]:

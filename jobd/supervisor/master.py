@@ -31,7 +31,7 @@ from jobd.store.base import Attempt, Claim, Settle, StoreError
 from jobd.supervisor import node
 from jobd.supervisor.children import Launcher, ProcessLauncher, Template
 from jobd.supervisor.outcomes import Exit, after_attempt, classify, death_attempt, never_started
-from jobd.supervisor.pool import InFlight, Runtimes, Worker, choose_worker, pipeline_room
+from jobd.supervisor.pool import InFlight, Runtimes, Worker, capacity, choose_worker
 from jobd.supervisor.signals import SignalWatch
 from jobd.systemd import Notifier
 from jobd.wire import STOP, run_message
@@ -112,6 +112,7 @@ class Master:
         self.runtimes = Runtimes()
         self.settles: list[Settle] = []
         self.held: list[Claim] = []
+        self.outgoing: dict[Worker, list[bytes]] = {}
         self.target = settings.pool.min_workers
         self.dry = False  # the last claim found fewer ready jobs than it asked for
         self.wake_at: float | None = None  # wall clock: a delayed job becomes ready
@@ -120,6 +121,7 @@ class Master:
         self.store_failures = 0
         self.crashes: list[float] = []
         self.spawn_not_before = 0.0
+        self.template_due: float | None = None  # monotonic: restart a template that died
         self.drain_deadline: float | None = None
         self.listener: Any = None
         self.counters = {"succeeded": 0, "failed": 0, "retried": 0}
@@ -199,6 +201,8 @@ class Master:
                 deadlines.append(worker.spawned_mono + self.settings.pool.boot_timeout)
         if self.spawn_not_before > now:
             deadlines.append(self.spawn_not_before)
+        if self.template_due is not None:
+            deadlines.append(self.template_due)
         return max(0.0, min(deadlines) - now)
 
     def step(self, timeout: float = 0.0) -> None:
@@ -263,6 +267,7 @@ class Master:
     # -- the template and spawning -------------------------------------------
 
     def _start_template(self) -> None:
+        self.template_due = None
         self.generation += 1
         self.template_ready = False
         self.template = self.launcher.start_template(self.settings, self.generation)
@@ -272,9 +277,7 @@ class Master:
         assert self.template is not None
         messages = self.template.receive()
         if messages is None:
-            self.selector.unregister(self.template)
-            if not self.template_ready and self.phase is Phase.STARTING:
-                self.fail_boot("the worker template exited while importing modules")
+            self._on_template_gone()
             return
         for message in messages:
             op = message.get("op")
@@ -284,6 +287,20 @@ class Master:
                 self.fail_boot(str(message.get("error")))
             elif op == "forked":
                 self._on_forked(int(message["slot"]), int(message["pid"]))
+
+    def _on_template_gone(self) -> None:
+        assert self.template is not None
+        self.selector.unregister(self.template)
+        self.template.stop()
+        if not self.template_ready:
+            self.template = None
+            self.fail_boot("the worker template exited while importing modules")
+            return
+        self.template, self.template_ready = None, False
+        if self.phase in (Phase.STARTING, Phase.RUNNING):
+            log.warning("the worker template died; starting a new one")
+            self._note_crash()
+            self.template_due = self.spawn_not_before
 
     def _on_template_ready(self, catalog: dict[str, dict[str, Any]]) -> None:
         self.template_ready = True
@@ -319,6 +336,8 @@ class Master:
         exited = self.unmatched_exits.pop(pid, None)
         if exited is not None:
             self._on_worker_exit(worker, exited)
+        elif worker.kill_reason is not None:
+            self.terminate(worker, *worker.kill_reason, grace=0.0)
 
     def fail_boot(self, reason: str) -> None:
         """A worker could not boot: stop with exit code 3 rather than crash-loop."""
@@ -336,6 +355,10 @@ class Master:
         messages = worker.channel.receive()
         if messages is None:  # EOF: the worker is gone; the reaper settles its jobs
             self._unregister(worker)
+            if worker.pid is None:  # never forked (the template died first): nothing to reap
+                worker.channel.close()
+                self.workers.pop(worker.slot, None)
+                self.spawn_workers()
             return
         for message in messages:
             self._on_worker_message(worker, message)
@@ -473,8 +496,7 @@ class Master:
         if worker.kill_reason is None:
             worker.kill_reason = (outcome, message)
         if worker.pid is None:
-            worker.kill_at = self.clock.monotonic()
-            return
+            return  # not forked yet; killed as soon as its pid is known (_on_forked)
         if grace <= 0:
             self.launcher.kill(worker.pid, signal.SIGKILL)
             worker.kill_at = None
@@ -588,6 +610,8 @@ class Master:
                 )
         self._enforce_deadlines(mono)
         if self.phase in (Phase.STARTING, Phase.RUNNING):
+            if self.template_due is not None and mono >= self.template_due:
+                self._start_template()
             self.spawn_workers()
 
     def _enforce_deadlines(self, mono: float) -> None:
@@ -633,14 +657,15 @@ class Master:
         self.dry = len(claims) < limit
         for claim in claims:
             self._assign(claim)
+        self._send_assigned()
 
     def _claim_limit(self) -> int:
         if self.phase is not Phase.RUNNING:
             return 0
-        workers = list(self.workers.values())
-        idle = sum(1 for worker in workers if worker.idle)
-        room = pipeline_room(workers, self.runtimes, self.settings.pool.pipeline_budget)
-        return max(0, idle + room - len(self.held))
+        free = capacity(
+            list(self.workers.values()), self.runtimes, self.settings.pool.pipeline_budget
+        )
+        return max(0, free - len(self.held))
 
     def _assign(self, claim: Claim) -> None:
         worker = choose_worker(
@@ -653,14 +678,21 @@ class Master:
         if not worker.inflight:
             flight.started, flight.started_mono = self.clock.time(), self.clock.monotonic()
         worker.inflight.append(flight)
-        self._send(worker, run_message(claim))
+        # Sent once per worker per exchange (_send_assigned): one syscall, one wake-up.
+        self.outgoing.setdefault(worker, []).append(run_message(claim))
+
+    def _send_assigned(self) -> None:
+        for worker, messages in self.outgoing.items():
+            self._send(worker, b"".join(messages))
+        self.outgoing.clear()
 
     def _dispatch_held(self) -> None:
         while self.held:
             idle = next((w for w in self.workers.values() if w.idle), None)
             if idle is None:
-                return
+                break
             self._assign(self.held.pop(0))
+        self._send_assigned()
 
     def _return_held(self) -> None:
         self.settles.extend(never_started(claim) for claim in self.held)

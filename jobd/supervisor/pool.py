@@ -1,14 +1,25 @@
 """The master's view of its workers, and which worker gets which job.
 
-Dispatch goes to idle workers first. A job may also wait in a busy worker's
-pipe ("pipelining"), which is what takes no-op throughput from ~7,000 to
-over 10,000 jobs/s on two cores (one pipe round trip per job no longer
-idles the worker), but only under three conditions, so that a job held
-ahead can never sit behind a long one while another worker is free:
-no worker is idle, the job's routine has a measured recent runtime, and
-the runtime of everything ahead of it in that pipe stays under
-`pipeline_budget` (2 ms by default). A claimed job that fits nowhere waits
-in the master (`held`) for the next worker to become idle.
+A worker may hold more than the job it runs: further jobs wait in its pipe
+("pipelining"), so a worker that finishes one no-op job finds the next
+already in its socket instead of idling for a round trip through the master
+and the database. Pipelining is bounded by expected work, not by count:
+a job goes into a pipe only if the recent mean runtime of everything ahead
+of it there, plus its own, stays under `pipeline_budget` (2 ms by default),
+and new jobs go to the pipe with the least work (an idle worker first). A
+job of a routine with no measured runtime yet goes only to an idle worker.
+So no job can wait behind a long one, and the wait behind short ones is
+bounded by the budget.
+
+Measured (docs/architecture.md): the first rule tried, "pipeline only while
+no worker is idle", never engaged with fast jobs, since a worker finishes a
+no-op job faster than one master iteration and so is always idle at claim
+time; every transaction then carried 1-2 jobs and the drain ran at 1,360
+jobs/s. Bounding by expected work lets each transaction carry up to 16 jobs
+per worker.
+
+A claimed job that fits nowhere waits in the master (`held`) and goes to
+the next worker that becomes idle.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ class Runtimes:
 
     def __init__(self) -> None:
         self._mean: dict[str, float] = {}
+        self._typical: float | None = None
 
     def observe(self, routine: str, seconds: float) -> None:
         seconds = max(seconds, 0.0)
@@ -74,10 +86,18 @@ class Runtimes:
         self._mean[routine] = (
             seconds if mean is None else mean + RUNTIME_SMOOTHING * (seconds - mean)
         )
+        typical = self._typical
+        self._typical = (
+            seconds if typical is None else typical + RUNTIME_SMOOTHING * (seconds - typical)
+        )
 
     def expected(self, routine: str) -> float | None:
         mean = self._mean.get(routine)
         return None if mean is None else mean + PER_JOB_OVERHEAD
+
+    def typical(self) -> float | None:
+        """Expected cost of the next job, whatever its routine."""
+        return None if self._typical is None else self._typical + PER_JOB_OVERHEAD
 
     def backlog(self, worker: Worker) -> float | None:
         """Expected seconds of work in a worker's pipe; None if any part is unknown."""
@@ -90,38 +110,38 @@ class Runtimes:
         return total
 
 
-def pipeline_room(workers: list[Worker], runtimes: Runtimes, budget: float) -> int:
-    """How many more jobs may wait in busy workers' pipes right now."""
-    if budget <= 0 or any(worker.idle for worker in workers):
+def room(worker: Worker, runtimes: Runtimes, budget: float) -> int:
+    """How many more jobs this worker may take now (see the module note)."""
+    if not worker.accepting:
         return 0
-    room = 0
-    for worker in workers:
-        if not worker.accepting or len(worker.inflight) >= PIPELINE_MAX_DEPTH:
-            continue
-        backlog = runtimes.backlog(worker)
-        if backlog is None:
-            continue
-        # Each further job is assumed to cost what the current ones do on average.
-        per_job = backlog / len(worker.inflight)
-        fits = int((budget - backlog) // per_job) if per_job > 0 else PIPELINE_MAX_DEPTH
-        room += max(0, min(fits, PIPELINE_MAX_DEPTH - len(worker.inflight)))
-    return room
+    depth = len(worker.inflight)
+    minimum = 1 if depth == 0 else 0
+    typical = runtimes.typical()
+    backlog = runtimes.backlog(worker)
+    if budget <= 0 or typical is None or backlog is None:
+        return minimum
+    fits = int((budget - backlog) // typical) if typical > 0 else PIPELINE_MAX_DEPTH
+    return max(minimum, min(fits, PIPELINE_MAX_DEPTH - depth))
+
+
+def capacity(workers: list[Worker], runtimes: Runtimes, budget: float) -> int:
+    return sum(room(worker, runtimes, budget) for worker in workers)
 
 
 def choose_worker(
     workers: list[Worker], claim: Claim, runtimes: Runtimes, budget: float
 ) -> Worker | None:
     """The worker that should get `claim` now, or None to hold it in the master."""
+    expected = runtimes.expected(claim.routine)
     best: Worker | None = None
     best_backlog = 0.0
     for worker in workers:
         if worker.idle:
             return worker
-        if not worker.accepting or len(worker.inflight) >= PIPELINE_MAX_DEPTH:
+        if expected is None or not worker.accepting or len(worker.inflight) >= PIPELINE_MAX_DEPTH:
             continue
         backlog = runtimes.backlog(worker)
-        expected = runtimes.expected(claim.routine)
-        if backlog is None or expected is None or backlog + expected > budget:
+        if backlog is None or backlog + expected > budget:
             continue
         if best is None or backlog < best_backlog:
             best, best_backlog = worker, backlog

@@ -50,7 +50,16 @@ def main(argv: list[str]) -> int:
     if os.getppid() != master_pid:
         return 1
     os.environ.pop("NOTIFY_SOCKET", None)
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+    # The master stops the template with an "exit" message, or its death does
+    # (PDEATHSIG); a signal meant for the whole process group is not for us.
+    for signum in (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGUSR1,
+    ):
         signal.signal(signum, signal.SIG_IGN)
     init = _receive(ctl)
     if init is None:

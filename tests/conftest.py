@@ -1,0 +1,55 @@
+"""Fixtures shared by every test directory.
+
+PostgreSQL tests run against the real server on 127.0.0.1:5432 (database
+`test`), each in a schema of its own that is dropped afterwards. Where no
+server answers they are skipped with the reason, unless
+JOBD_TEST_POSTGRES=required (as .ci/run sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_BASE = os.environ.get("JOBD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin() -> object:
+    import psycopg
+
+    return psycopg.connect(PG_BASE, connect_timeout=3, autocommit=True)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobd.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, private schema."""
+    try:
+        admin = _pg_admin()
+    except Exception as exc:
+        if os.environ.get("JOBD_TEST_POSTGRES") == "required":
+            pytest.fail(f"PostgreSQL required but not reachable at {PG_BASE}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {exc}")
+    schema = f"jobd_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE SCHEMA {schema}")  # type: ignore[attr-defined]
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[attr-defined]
+        admin.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Both dialects: the store contract runs on each."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))

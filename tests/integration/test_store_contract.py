@@ -1,0 +1,388 @@
+"""The store contract (jobd/store/base.py), on SQLite and on PostgreSQL.
+
+Every test runs twice through the `db_url` fixture: the same behaviour is
+required of both dialects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from jobd.store import open_store
+from jobd.store.base import (
+    Attempt,
+    Claim,
+    InvalidTransition,
+    JobNotFound,
+    JobState,
+    NewJob,
+    SchemaError,
+    Settle,
+    StoreError,
+)
+from jobd.store.engine import normalize_url
+from jobd.store.sql import SQLStore
+
+NOW = 1_800_000_000.0
+
+
+def new_job(
+    routine: str = "app.jobs:work",
+    queue: str = "default",
+    priority: int = 0,
+    args: str = "[]",
+    run_at: float = NOW,
+    max_attempts: int = 3,
+    unique_key: str | None = None,
+) -> NewJob:
+    return NewJob(routine, queue, priority, args, "{}", run_at, NOW - 10, max_attempts, unique_key)
+
+
+def attempt_for(claim: Claim, node: int, outcome: str = "succeeded", **extra: object) -> Attempt:
+    return Attempt(
+        job_id=claim.id,
+        attempt=claim.attempt,
+        routine=claim.routine,
+        queue=claim.queue,
+        node_id=node,
+        worker_pid=4242,
+        started_at=NOW,
+        finished_at=NOW + 0.5,
+        outcome=outcome,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SQLStore]:
+    s = open_store(db_url, timeout=5)
+    s.upgrade()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def node(store: SQLStore) -> int:
+    return store.register_node("test", "host-a", 1234, NOW)
+
+
+def claim(
+    store: SQLStore,
+    node: int,
+    limit: int = 10,
+    queues: tuple[str, ...] = ("default",),
+    now: float = NOW,
+    settles: list[Settle] | None = None,
+) -> list[Claim]:
+    return store.exchange(node, settles or [], queues, limit, now)
+
+
+# -- schema ---------------------------------------------------------------------
+
+
+def test_missing_schema_names_the_upgrade_command(db_url: str) -> None:
+    store = open_store(db_url, timeout=5)
+    with pytest.raises(SchemaError, match="jobd db upgrade"):
+        store.check_schema()
+    assert store.upgrade() == (None, "0001")
+    store.check_schema()
+    assert store.upgrade() == ("0001", "0001")
+    store.close()
+
+
+def test_older_schema_names_the_upgrade_command(store: SQLStore) -> None:
+    engine = create_engine(normalize_url(store.url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match=r"older .*jobd db upgrade"):
+        store.check_schema()
+
+
+def test_migrated_schema_matches_the_declared_tables(store: SQLStore) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from jobd.store.schema import metadata
+
+    engine = create_engine(normalize_url(store.url))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+# -- enqueue and claim ----------------------------------------------------------
+
+
+def test_enqueue_returns_jobs_in_order(store: SQLStore) -> None:
+    results = store.enqueue([new_job(args=f"[{i}]") for i in range(5)])
+    ids = [r.job.id for r in results]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert [store.get_job(i).args for i in ids] == [[0], [1], [2], [3], [4]]
+    job = store.get_job(ids[0])
+    assert (job.state, job.attempts, job.max_attempts, job.queue) == ("queued", 0, 3, "default")
+
+
+def test_claim_order_is_priority_then_run_at_then_id(store: SQLStore, node: int) -> None:
+    low = store.enqueue([new_job(priority=0, run_at=NOW - 5)])[0].job.id
+    high_late = store.enqueue([new_job(priority=9, run_at=NOW - 1)])[0].job.id
+    high_early = store.enqueue([new_job(priority=9, run_at=NOW - 3)])[0].job.id
+    tie_a, tie_b = (
+        r.job.id for r in store.enqueue([new_job(run_at=NOW - 5), new_job(run_at=NOW - 5)])
+    )
+    claims = claim(store, node, limit=10)
+    assert [c.id for c in claims] == [high_early, high_late, low, tie_a, tie_b]
+
+
+def test_claim_respects_limit_queue_and_run_at(store: SQLStore, node: int) -> None:
+    due = [r.job.id for r in store.enqueue([new_job() for _ in range(3)])]
+    store.enqueue([new_job(queue="other"), new_job(run_at=NOW + 60)])
+    first = claim(store, node, limit=2)
+    assert [c.id for c in first] == due[:2]
+    assert [c.id for c in claim(store, node, limit=5)] == due[2:]
+    assert claim(store, node, limit=5) == []
+    later = claim(store, node, limit=5, now=NOW + 61)
+    assert len(later) == 1
+
+
+def test_claim_counts_the_attempt_and_marks_running(store: SQLStore, node: int) -> None:
+    job_id = store.enqueue([new_job()])[0].job.id
+    (c,) = claim(store, node)
+    assert (c.id, c.attempt, c.max_attempts) == (job_id, 1, 3)
+    job = store.get_job(job_id)
+    assert (job.state, job.attempts, job.node_id, job.started_at) == ("running", 1, node, NOW)
+
+
+def test_claim_merges_several_queues_in_order(store: SQLStore, node: int) -> None:
+    a = store.enqueue([new_job(queue="a", priority=1)])[0].job.id
+    b = store.enqueue([new_job(queue="b", priority=5)])[0].job.id
+    store.enqueue([new_job(queue="c", priority=9)])
+    claims = claim(store, node, queues=("a", "b"), limit=10)
+    assert [c.id for c in claims] == [b, a]
+
+
+def test_concurrent_claims_never_share_a_job(db_url: str, store: SQLStore, node: int) -> None:
+    ids = {r.job.id for r in store.enqueue([new_job() for _ in range(200)])}
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        mine = open_store(db_url, timeout=10)
+        while True:
+            got = mine.exchange(node, [], ("default",), 3, NOW)
+            if not got:
+                break
+            with lock:
+                claimed.extend(c.id for c in got)
+        mine.close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(claimed) == sorted(ids)
+
+
+# -- settling -------------------------------------------------------------------
+
+
+def test_success_stores_the_result_and_the_attempt(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job()])
+    (c,) = claim(store, node)
+    attempt = attempt_for(c, node, cpu_seconds=0.25, peak_rss=1 << 20)
+    claim(store, node, settles=[Settle(c.id, JobState.SUCCEEDED, attempt, result_json='{"n": 1}')])
+    job = store.get_job(c.id)
+    assert (job.state, job.result, job.finished_at, job.error) == (
+        "succeeded",
+        {"n": 1},
+        NOW + 0.5,
+        None,
+    )
+    (recorded,) = store.job_attempts(c.id)
+    assert (recorded.outcome, recorded.worker_pid, recorded.cpu_seconds, recorded.peak_rss) == (
+        "succeeded",
+        4242,
+        0.25,
+        1 << 20,
+    )
+
+
+def test_retry_requeues_with_run_at_and_keeps_the_count(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job()])
+    (c,) = claim(store, node)
+    attempt = attempt_for(
+        c, node, "error", error_type="ValueError", error_message="bad", traceback="Traceback..."
+    )
+    claim(store, node, settles=[Settle(c.id, JobState.QUEUED, attempt, run_at=NOW + 30)])
+    job = store.get_job(c.id)
+    assert (job.state, job.attempts, job.run_at) == ("queued", 1, NOW + 30)
+    assert job.error == {"type": "ValueError", "message": "bad"}
+    assert claim(store, node, now=NOW + 29) == []
+    (again,) = claim(store, node, now=NOW + 30)
+    assert again.attempt == 2
+    assert store.job_attempts(c.id)[0].traceback == "Traceback..."
+
+
+def test_failed_for_good_and_follow_up_in_one_transaction(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job(max_attempts=1)])
+    (c,) = claim(store, node)
+    follow = new_job(routine="jobd.failure:call_failed_hook", args="[1]")
+    attempt = attempt_for(c, node, "killed", error_type="SIGKILL")
+    claim(store, node, limit=0, settles=[Settle(c.id, JobState.FAILED, attempt, follow_up=follow)])
+    assert store.get_job(c.id).state == "failed"
+    hooks = store.list_jobs(routine="jobd.failure:call_failed_hook")
+    assert len(hooks) == 1 and hooks[0].state == "queued"
+
+
+def test_uncounted_requeue_gives_the_attempt_back(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job()])
+    (c,) = claim(store, node)
+    claim(store, node, limit=0, settles=[Settle(c.id, JobState.QUEUED, None, uncount=True)])
+    job = store.get_job(c.id)
+    assert (job.state, job.attempts) == ("queued", 0)
+    assert store.job_attempts(c.id) == []
+
+
+def test_settle_only_moves_jobs_this_node_runs(store: SQLStore, node: int) -> None:
+    other = store.register_node("other", "host-b", 99, NOW)
+    store.enqueue([new_job()])
+    (c,) = claim(store, node)
+    claim(store, other, limit=0, settles=[Settle(c.id, JobState.SUCCEEDED, attempt_for(c, other))])
+    assert store.get_job(c.id).state == "running"
+
+
+# -- uniqueness, retry, cancel --------------------------------------------------
+
+
+def test_unique_key_returns_the_live_job(store: SQLStore, node: int) -> None:
+    first = store.enqueue([new_job(unique_key="k")])[0]
+    second = store.enqueue([new_job(unique_key="k")])[0]
+    assert first.created and not second.created and second.job.id == first.job.id
+    (c,) = claim(store, node)
+    assert store.enqueue([new_job(unique_key="k")])[0].job.id == c.id  # running is live too
+    claim(store, node, limit=0, settles=[Settle(c.id, JobState.SUCCEEDED, attempt_for(c, node))])
+    third = store.enqueue([new_job(unique_key="k")])[0]
+    assert third.created and third.job.id != c.id
+
+
+def test_retry_and_cancel_rules(store: SQLStore, node: int) -> None:
+    queued = store.enqueue([new_job()])[0].job.id
+    with pytest.raises(InvalidTransition):
+        store.retry(queued, NOW)
+    assert store.cancel(queued, NOW).state == "cancelled"
+    with pytest.raises(InvalidTransition):
+        store.cancel(queued, NOW)
+    again = store.retry(queued, NOW)
+    assert (again.state, again.attempts) == ("queued", 0)
+    (c,) = claim(store, node)
+    running = store.cancel(c.id, NOW)
+    assert running.state == "running" and running.cancel_requested
+    assert store.cancel_requests(node) == [c.id]
+    with pytest.raises(JobNotFound):
+        store.get_job(10_000)
+    with pytest.raises(JobNotFound):
+        store.retry(10_000, NOW)
+
+
+def test_retry_refused_while_its_unique_key_is_live(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job(unique_key="u", max_attempts=1)])
+    (c,) = claim(store, node)
+    claim(
+        store, node, limit=0, settles=[Settle(c.id, JobState.FAILED, attempt_for(c, node, "error"))]
+    )
+    store.enqueue([new_job(unique_key="u")])
+    with pytest.raises(InvalidTransition, match="unique key"):
+        store.retry(c.id, NOW)
+
+
+# -- nodes and the catalog ------------------------------------------------------
+
+
+def test_nodes_heartbeat_and_stop(store: SQLStore, node: int) -> None:
+    store.heartbeat(node, NOW + 5, {"workers": [{"slot": 1}]})
+    (info,) = store.nodes()
+    assert (info.id, info.heartbeat_at, info.info) == (node, NOW + 5, {"workers": [{"slot": 1}]})
+    store.stop_node(node, NOW + 6)
+    assert store.nodes() == []
+    assert store.nodes(include_stopped=True)[0].stopped_at == NOW + 6
+
+
+def test_rescue_node_settles_what_the_dead_node_held(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job(), new_job()])
+    held = claim(store, node)
+    rescuer = store.register_node("rescuer", "host-a", 4321, NOW)
+
+    def decide(c: Claim) -> Settle:
+        return Settle(c.id, JobState.QUEUED, attempt_for(c, node, "lost"), run_at=NOW)
+
+    settles = store.rescue_node(node, NOW, decide)
+    assert sorted(s.job_id for s in settles) == sorted(c.id for c in held)
+    assert {store.get_job(c.id).state for c in held} == {"queued"}
+    assert [n.id for n in store.nodes()] == [rescuer]
+    assert store.job_attempts(held[0].id)[0].outcome == "lost"
+
+
+def test_routine_catalog_upserts(store: SQLStore) -> None:
+    store.register_routines({"a:b": {"queue": "x"}}, NOW)
+    store.register_routines({"a:b": {"queue": "y"}, "c:d": {"queue": "z"}}, NOW)
+    assert store.routine_policies() == {"a:b": {"queue": "y"}, "c:d": {"queue": "z"}}
+
+
+def test_queue_stats_and_count(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job(run_at=NOW - 30), new_job(), new_job(queue="b", run_at=NOW + 100)])
+    claim(store, node, limit=1)
+    stats = {q.queue: q for q in store.queue_stats(NOW)}
+    assert stats["default"].counts == {"queued": 1, "running": 1}
+    assert stats["default"].oldest_queued_at == NOW
+    assert stats["b"].oldest_queued_at is None  # not ready yet
+    assert store.count_queued(("default", "b")) == 2
+
+
+# -- the caller's transaction and timeouts --------------------------------------
+
+
+def test_enqueue_joins_the_callers_transaction(store: SQLStore) -> None:
+    from jobd.store.engine import build_engine
+
+    engine = build_engine(store.url, 5)
+    with engine.connect() as conn:
+        with conn.begin():
+            store.enqueue([new_job(args="[1]")], connection=conn)
+            conn.rollback()
+        with conn.begin():
+            store.enqueue([new_job(args="[2]")], connection=conn)
+    engine.dispose()
+    assert [job.args for job in store.list_jobs()] == [[2]]
+
+
+def test_a_locked_database_fails_within_the_timeout(
+    db_url: str, store: SQLStore, node: int
+) -> None:
+    engine = create_engine(normalize_url(db_url))
+    quick = open_store(db_url, timeout=0.3)
+    with engine.connect() as locker:
+        if store.dialect == "sqlite":
+            locker.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            locker.execute(text("BEGIN"))
+            locker.execute(text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            quick.enqueue([new_job()])
+        assert time.monotonic() - started < 3.0
+        locker.rollback()
+    quick.close()
+    engine.dispose()
+
+
+def test_unreachable_database_is_a_store_error() -> None:
+    store = open_store("postgresql://postgres@127.0.0.1:1/nothing", timeout=1)
+    with pytest.raises(StoreError, match="cannot connect"):
+        store.get_job(1)

@@ -1,0 +1,303 @@
+"""`jobd run` as a real process: dispatch, deaths, drains, at-least-once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobd import exitcodes
+from tests.process.daemon import JOBD, Daemon, open_gate
+from tests.waiting import wait_until
+
+R = "jobd_test_routines"
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill_all()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, daemons: list[Daemon]) -> Daemon:
+    d = Daemon(tmp_path)
+    daemons.append(d)
+    return d
+
+
+def test_ready_after_min_workers_booted_and_jobs_run(daemon: Daemon) -> None:
+    daemon.start()
+    assert len(daemon.workers()) == 2
+    client = daemon.client()
+    jobs = [client.enqueue(f"{R}:record", daemon.events, tag=i) for i in range(50)]
+    for job in jobs:
+        done = daemon.wait_state(job.id, "succeeded")
+        assert isinstance(done.result, int)
+    ran = daemon.events_seen("ran")
+    assert sorted(e["tag"] for e in ran) == list(range(50))
+    assert {e["pid"] for e in ran} <= {w.pid for w in daemon.workers()}
+
+
+def test_dispatch_in_priority_order(tmp_path: Path, daemons: list[Daemon]) -> None:
+    daemon = Daemon(tmp_path, pool={"min_workers": 1, "max_workers": 1, "pipeline_budget": 0})
+    daemons.append(daemon)
+    daemon.upgrade()
+    client = daemon.client()
+    for tag, priority in (("low", 0), ("high", 9), ("mid", 5), ("high2", 9)):
+        client.enqueue(f"{R}:record", daemon.events, tag=tag, priority=priority)
+    daemon.start()
+    ran = daemon.wait_event("ran", 4)
+    assert [e["tag"] for e in ran] == ["high", "high2", "mid", "low"]
+
+
+def test_sigkill_of_a_busy_worker_is_recorded_and_retried(daemon: Daemon) -> None:
+    daemon.start()
+    gate = daemon.gate()
+    job = daemon.client().enqueue(f"{R}:blocked_first_time", daemon.events, gate)
+    (started,) = daemon.wait_event("started")
+    before = {w.pid for w in daemon.workers()}
+    os.kill(started["pid"], signal.SIGKILL)
+    done = daemon.wait_state(job.id, "succeeded")
+    assert done.result == "attempt 2"
+    first, second = daemon.client().attempts(job.id)
+    assert (first.outcome, first.error_type, first.worker_pid) == (
+        "killed",
+        "SIGKILL",
+        started["pid"],
+    )
+    assert "SIGKILL" in (first.error_message or "")
+    assert second.outcome == "succeeded"
+    workers = wait_until(lambda: len(w := daemon.workers()) == 2 and w, what="a replacement worker")
+    assert started["pid"] not in {w.pid for w in workers}
+    assert len({w.pid for w in workers} - before) == 1
+
+
+def test_sigkill_of_the_master_takes_its_workers_and_a_restart_rescues_at_once(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    first = Daemon(tmp_path, store={"poll_interval": "30s", "heartbeat_interval": "30s"})
+    daemons.append(first)
+    first.start()
+    gate = first.gate()
+    job = first.client().enqueue(f"{R}:blocked_first_time", first.events, gate)
+    first.wait_event("started")
+    workers = first.workers()
+    template = [c for c in psutil.Process(first.pid).children() if c not in workers]
+    os.kill(first.pid, signal.SIGKILL)
+    wait_until(
+        lambda: all(exited(p) for p in [*workers, *template]),
+        timeout=1.0,
+        what="the workers and the template to exit after the master's death",
+    )
+    assert first.client().get(job.id).state == "running"
+
+    second = Daemon(tmp_path, store={"poll_interval": "30s", "heartbeat_interval": "30s"})
+    daemons.append(second)
+    restarted = time.monotonic()
+    second.start()
+    done = second.wait_state(job.id, "succeeded", timeout=10)
+    assert time.monotonic() - restarted < 10  # not after a 30s poll or heartbeat
+    assert done.result == "attempt 2"
+    outcomes = [a.outcome for a in second.client().attempts(job.id)]
+    assert outcomes == ["lost", "succeeded"]
+
+
+def test_a_poison_pill_fails_after_max_attempts(daemon: Daemon) -> None:
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:poison", daemon.events)
+    failed = daemon.wait_state(job.id, "failed", timeout=20)
+    assert failed.attempts == 3
+    attempts = daemon.client().attempts(job.id)
+    assert [a.outcome for a in attempts] == ["killed"] * 3
+    assert len(daemon.events_seen("poison")) == 3
+
+
+def test_the_failed_hook_runs_once_when_a_job_fails_for_good(daemon: Daemon) -> None:
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:AlwaysFails", daemon.events)
+    daemon.wait_state(job.id, "failed")
+    (hook,) = daemon.wait_event("failed_hook")
+    assert (hook["job"], hook["attempts"], hook["outcome"]) == (job.id, 2, "error")
+    assert hook["message"] == "this routine always fails"
+    hook_job = wait_until(
+        lambda: [
+            j
+            for j in daemon.client().list(routine="jobd.failure:call_failed_hook")
+            if j.state == "succeeded"
+        ],
+        what="the hook job to succeed",
+    )
+    assert len(hook_job) == 1
+    assert len(daemon.events_seen("failed_hook")) == 1
+
+
+def test_a_worker_that_cannot_boot_stops_the_master_with_code_3(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    daemon = Daemon(tmp_path, jobd={"modules": ["jobd_test_routines", "no_such_module_here"]})
+    daemons.append(daemon)
+    daemon.start(wait_ready=False)
+    assert daemon.wait_exit(15) == exitcodes.BOOT_ERROR
+    stderr = daemon.stderr()
+    assert "no_such_module_here" in stderr and "Traceback" not in stderr.split("boot failed")[-1]
+
+
+def test_an_idle_worker_that_dies_is_replaced(daemon: Daemon) -> None:
+    daemon.start()
+    victim = daemon.workers()[0]
+    victim.kill()
+    wait_until(
+        lambda: len(w := daemon.workers()) == 2 and victim.pid not in {p.pid for p in w},
+        what="a new worker",
+    )
+    job = daemon.client().enqueue(f"{R}:record", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+
+
+def test_an_enqueue_wakes_the_master_at_once(tmp_path: Path, daemons: list[Daemon]) -> None:
+    daemon = Daemon(tmp_path, store={"poll_interval": "60s"})
+    daemons.append(daemon)
+    daemon.start()
+    client = daemon.client()
+    latencies = []
+    for i in range(20):
+        job = client.enqueue(f"{R}:record", daemon.events, tag=i)
+        (ran,) = [e for e in daemon.wait_event("ran", i + 1) if e["job"] == job.id]
+        latencies.append(ran["t"] - job.enqueued_at)
+    assert max(latencies) < 0.5, latencies  # the poll interval is 60s
+
+
+def test_status_shows_the_node_and_its_workers(daemon: Daemon) -> None:
+    import json
+
+    daemon.start()
+    gate = daemon.gate()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, gate)
+    daemon.wait_event("started")
+
+    def busy_status() -> dict | None:
+        out = subprocess.run(
+            [*JOBD, "-c", str(daemon.config), "status", "--json"], capture_output=True, check=True
+        )
+        status = json.loads(out.stdout)
+        nodes = status["nodes"]
+        if nodes and any(w["state"] == "busy" for w in nodes[0]["workers"]):
+            return status
+        return None
+
+    status = wait_until(busy_status, what="status with a busy worker")
+    (node,) = status["nodes"]
+    assert node["pid"] == daemon.pid
+    workers = {w["slot"]: w for w in node["workers"]}
+    assert set(workers) == {1, 2}
+    busy = [w for w in workers.values() if w["state"] == "busy"]
+    assert busy[0]["job"] == job.id and busy[0]["routine"] == f"{R}:blocked"
+    assert all(w["rss"] > 1_000_000 for w in workers.values())
+    assert {w["pid"] for w in workers.values()} == {p.pid for p in daemon.workers()}
+    open_gate(gate)
+
+
+def test_process_titles(daemon: Daemon) -> None:
+    daemon.start()
+    gate = daemon.gate()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, gate)
+    daemon.wait_event("started")
+    titles = wait_until(
+        lambda: (
+            (t := sorted(title(w) for w in daemon.workers())) and any("busy" in x for x in t) and t
+        ),
+        what="a busy worker title",
+    )
+    assert any(t.startswith("jobd: worker") and t.endswith("[default] idle") for t in titles)
+    assert any(t.endswith(f"[default] busy {R}:blocked #{job.id}") for t in titles)
+    master = wait_until(lambda: "workers" in (t := title(psutil.Process(daemon.pid))) and t)
+    assert master.startswith("jobd: master [2 workers,")
+    open_gate(gate)
+
+
+def exited(process: psutil.Process) -> bool:
+    """Gone, or a zombie waiting for PID 1 to reap it."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def title(process: psutil.Process) -> str:
+    return " ".join(process.cmdline()).strip()
+
+
+def test_workers_are_clean_children_of_the_master(daemon: Daemon) -> None:
+    daemon.start()
+    for worker in daemon.workers():
+        os.kill(worker.pid, signal.SIGINT)  # a terminal's ^C is the master's business
+    job = daemon.client().enqueue(f"{R}:report_process", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+    (seen,) = daemon.events_seen("process")
+    assert seen["notify_socket"] is None
+    assert seen["ppid"] == daemon.pid
+    assert seen["sigint_ignored"] is True
+    assert len(daemon.workers()) == 2
+
+
+def test_hooks_run_in_the_worker(daemon: Daemon) -> None:
+    daemon.start()
+    ok = daemon.client().enqueue(f"{R}:record", daemon.events)
+    bad = daemon.client().enqueue(f"{R}:AlwaysFails", daemon.events)
+    daemon.wait_state(ok.id, "succeeded")
+    daemon.wait_state(bad.id, "failed")
+    boots = daemon.events_seen("worker_boot")
+    assert {b["slot"] for b in boots} >= {1, 2}
+    assert {e["job"] for e in daemon.events_seen("job_processing")} >= {ok.id, bad.id}
+    assert ok.id in {e["job"] for e in daemon.events_seen("job_processed")}
+    failed = [e for e in daemon.events_seen("job_failed") if e["job"] == bad.id]
+    assert [e["error"] for e in failed] == ["ValueError", "ValueError"]
+
+
+def test_sigterm_drains_running_jobs_and_claims_no_more(daemon: Daemon) -> None:
+    daemon.start()
+    gate = daemon.gate()
+    client = daemon.client()
+    running = client.enqueue(f"{R}:blocked", daemon.events, gate)
+    daemon.wait_event("started")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_notice("STOPPING=1")
+    waiting = client.enqueue(f"{R}:record", daemon.events)
+    open_gate(gate)
+    assert daemon.wait_exit() == 0
+    assert client.get(running.id).state == "succeeded"
+    assert client.get(waiting.id).state == "queued"
+
+
+def test_drain_timeout_puts_jobs_back_uncounted(tmp_path: Path, daemons: list[Daemon]) -> None:
+    daemon = Daemon(tmp_path, pool={"graceful_timeout": "500ms"})
+    daemons.append(daemon)
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, daemon.gate())
+    daemon.wait_event("started")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    back = daemon.client().get(job.id)
+    assert (back.state, back.attempts) == ("queued", 0)
+    (attempt,) = daemon.client().attempts(job.id)
+    assert attempt.outcome == "interrupted"
+
+
+def test_a_second_sigterm_stops_at_once(daemon: Daemon) -> None:
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, daemon.gate())
+    daemon.wait_event("started")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_notice("STOPPING=1")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(5) == 0
+    assert daemon.client().get(job.id).state == "queued"
