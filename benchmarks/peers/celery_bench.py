@@ -62,11 +62,25 @@ class CeleryPeer(harness.Peer):
         return int(self.redis.llen(QUEUE))
 
     def worker_commands(self) -> list[list[str]]:
-        return [[
-            sys.executable, "-m", "celery", "-A", "celery_bench", "worker",
-            "-P", "prefork", "-c", str(harness.WORKERS), "--loglevel", "WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]]
+        return [
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celery_bench",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(harness.WORKERS),
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        ]
 
     def close(self) -> None:
         self.redis.close()

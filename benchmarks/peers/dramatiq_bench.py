@@ -57,10 +57,18 @@ class DramatiqPeer(harness.Peer):
         return int(broker.client.llen(f"{broker.namespace}:{QUEUE}"))
 
     def worker_commands(self) -> list[list[str]]:
-        return [[
-            sys.executable, "-m", "dramatiq", "dramatiq_bench",
-            "--processes", str(harness.WORKERS), "--threads", "1",
-        ]]
+        return [
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "dramatiq_bench",
+                "--processes",
+                str(harness.WORKERS),
+                "--threads",
+                "1",
+            ]
+        ]
 
     def close(self) -> None:
         broker.close()

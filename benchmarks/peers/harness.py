@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROGRESS_ENV = "BENCH_PROGRESS"
 PEERS_DIR = Path(__file__).resolve().parent
@@ -55,25 +56,38 @@ POLL_S = 0.005  # harness poll period of the progress file
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL the process group after this
 SCALE_CAP_S = 180.0  # scale: rate over the jobs done by then if fewer than N
 ALL_WORKLOADS = (
-    "enqueue-one", "enqueue-bulk", "drain", "cold-start", "memory", "latency", "scale",
+    "enqueue-one",
+    "enqueue-bulk",
+    "drain",
+    "cold-start",
+    "memory",
+    "latency",
+    "scale",
 )
 
 # --------------------------------------------------------------------------
 # Job side: runs inside the peers' worker processes.
 
-_fd: int | None = None
-_fd_pid = 0
+
+class _ProgressFile:
+    """The job process's descriptor of the progress file, opened on first use."""
+
+    fd = -1
+    pid = 0  # the process that opened ``fd`` (a forked child reopens)
 
 
 def record(arg: int) -> None:
     """The body of every benchmark job: append one progress line."""
-    global _fd, _fd_pid
     now = time.time()
     pid = os.getpid()
-    if _fd is None or _fd_pid != pid:  # first job in this process (or a fork)
-        _fd = os.open(os.environ[PROGRESS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        _fd_pid = pid
-    os.write(_fd, f"{now:.6f} {int(arg)} {pid} {os.getppid()}\n".encode())
+    if _ProgressFile.pid != pid:
+        _ProgressFile.fd = os.open(
+            os.environ[PROGRESS_ENV],
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+            0o644,
+        )
+        _ProgressFile.pid = pid
+    os.write(_ProgressFile.fd, f"{now:.6f} {int(arg)} {pid} {os.getppid()}\n".encode())
 
 
 # --------------------------------------------------------------------------
@@ -124,10 +138,17 @@ class Workers:
         launched = time.time()
         with self.log.open("ab") as log:
             for cmd in self.commands:
-                self.procs.append(subprocess.Popen(
-                    cmd, env=self.env, cwd=PEERS_DIR, stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                ))
+                self.procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        env=self.env,
+                        cwd=PEERS_DIR,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         return launched
 
     def check(self) -> None:
@@ -145,16 +166,31 @@ class Workers:
         return ""
 
     def stop(self) -> None:
+        """SIGTERM each group, wait, then SIGKILL the groups and any process
+        forked below them that left the group (an rq work horse calls setpgrp)."""
+        descendants = self._descendants()
         for proc in self.procs:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in self.procs:  # stragglers, and children left in the group
+        for proc in self.procs:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        for child in descendants:
+            with contextlib.suppress(Exception):
+                child.kill()  # psutil checks the pid still names the same process
         self.procs.clear()
+
+    def _descendants(self) -> list[Any]:  # psutil.Process, imported lazily
+        import psutil
+
+        found = []
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                found += psutil.Process(proc.pid).children(recursive=True)
+        return found
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -174,7 +210,12 @@ class Progress:
         return self.path.stat().st_size
 
     def wait(
-        self, count: int, *, since: int = 0, timeout: float, workers: Workers | None = None,
+        self,
+        count: int,
+        *,
+        since: int = 0,
+        timeout: float,
+        workers: Workers | None = None,
         partial: bool = False,
     ) -> list[Line]:
         """Poll until ``count`` lines exist after ``since``; return them all.
@@ -197,7 +238,9 @@ class Progress:
                     return _parse(buf)
                 if now > deadline:
                     tail = workers.log_tail() if workers else ""
-                    raise BenchError(f"timeout: {seen}/{count} jobs done after {timeout:.0f}s\n{tail}")
+                    raise BenchError(
+                        f"timeout: {seen}/{count} jobs done after {timeout:.0f}s\n{tail}"
+                    )
                 if workers is not None and now >= next_check:
                     workers.check()
                     next_check = now + 0.5
@@ -364,7 +407,9 @@ def run_enqueue_and_drain(peer: Peer, opts: Options, tmp: Path) -> None:
         lines = s.progress.wait(n, timeout=drain_timeout(n), workers=workers)
     starts = sorted(line.ts for line in lines)
     emit(
-        peer, "drain", n=n,
+        peer,
+        "drain",
+        n=n,
         jobs_per_s=rate(n - 1, starts[-1] - starts[0]),
         jobs_per_s_with_startup=rate(n, starts[-1] - launched),
         startup_s=starts[0] - launched,
@@ -418,7 +463,9 @@ def measure_memory(workers: Workers, worker_pids: set[int]) -> dict[str, object]
         return [round(psutil.Process(pid).memory_info().rss / 2**20, 1) for pid in sorted(pids)]
 
     parent, each, other = mib(supervisors), mib(worker_pids), mib(others)
+    note = {} if parent else {"note": "no supervisor: each worker process is launched on its own"}
     return {
+        **note,
         "parent_rss_mib": parent[0] if parent else None,
         "worker_rss_mib": round(statistics.mean(each), 1),
         "workers_rss_mib": each,
@@ -445,9 +492,12 @@ def measure_latency(peer: Peer, s: Session, workers: Workers, opts: Options) -> 
     lines = s.progress.wait(count, since=since, timeout=60 + count * gap, workers=workers)
     ms = sorted((line.ts - line.arg / 1e6) * 1000 for line in lines)
     return {
-        "jobs": count, "gap_ms": opts.latency_gap_ms,
-        "p50_ms": round(percentile(ms, 50), 3), "p99_ms": round(percentile(ms, 99), 3),
-        "mean_ms": round(statistics.mean(ms), 3), "max_ms": round(ms[-1], 3),
+        "jobs": count,
+        "gap_ms": opts.latency_gap_ms,
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "mean_ms": round(statistics.mean(ms), 3),
+        "max_ms": round(ms[-1], 3),
     }
 
 
@@ -489,7 +539,10 @@ def run_scale(peer: Peer, opts: Options, tmp: Path) -> None:
         with s.workers() as workers:
             workers.start()
             lines = s.progress.wait(
-                n, timeout=SCALE_CAP_S, workers=workers, partial=True,
+                n,
+                timeout=SCALE_CAP_S,
+                workers=workers,
+                partial=True,
             )
         starts = sorted(line.ts for line in lines)[:n]
         if len(starts) < 2:
@@ -499,9 +552,16 @@ def run_scale(peer: Peer, opts: Options, tmp: Path) -> None:
     small, large = opts.scale_backlogs
     ratio = rates[large] / rates[small] if rates[large] and rates[small] else None
     emit(
-        peer, "scale", n=n, backlog_small=small, backlog_large=large,
-        jobs_per_s_small=rates[small], jobs_per_s_large=rates[large], ratio=ratio,
-        jobs_measured_small=done[small], jobs_measured_large=done[large],
+        peer,
+        "scale",
+        n=n,
+        backlog_small=small,
+        backlog_large=large,
+        jobs_per_s_small=rates[small],
+        jobs_per_s_large=rates[large],
+        ratio=ratio,
+        jobs_measured_small=done[small],
+        jobs_measured_large=done[large],
     )
 
 
@@ -533,9 +593,17 @@ def parse_options(argv: Sequence[str] | None, systems: Sequence[str]) -> tuple[s
 def main(make_peer: dict[str, type[Peer]], argv: Sequence[str] | None = None) -> int:
     """Entry point of an adapter: ``make_peer`` maps system names to classes."""
     system, opts = parse_options(argv, list(make_peer))
+    # SIGTERM (the driver's way to stop us) unwinds like an exception, so
+    # every `with Workers(...)` block still stops its workers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     peer = make_peer[system]()
-    emit(peer, "info", versions=peer.versions(), settings=peer.settings,
-         python=sys.version.split()[0])
+    emit(
+        peer,
+        "info",
+        versions=peer.versions(),
+        settings=peer.settings,
+        python=sys.version.split()[0],
+    )
     failures = 0
     try:
         with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as tmp:

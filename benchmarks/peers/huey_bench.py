@@ -31,8 +31,7 @@ SQLITE_SETTINGS = (
     "default polling (0.1 s, backoff x1.15 up to 10 s)"
 )
 REDIS_SETTINGS = (
-    "RedisHuey (defaults: blocking BRPOP, read_timeout 1 s), db 1; "
-    "consumer -k process -w 2"
+    "RedisHuey (defaults: blocking BRPOP, read_timeout 1 s), db 1; consumer -k process -w 2"
 )
 REDIS_URL = "redis://127.0.0.1:6379/1"
 BACKEND_ENV = "BENCH_HUEY_BACKEND"  # "sqlite" or "redis"
@@ -88,8 +87,10 @@ class HueyPeer(harness.Peer):
         storage = self.huey.storage
         chunk = 10_000
         for start in range(0, count, chunk):
-            blobs = [self.huey.serialize_task(self.task.s(i))
-                     for i in range(start, min(count, start + chunk))]
+            blobs = [
+                self.huey.serialize_task(self.task.s(i))
+                for i in range(start, min(count, start + chunk))
+            ]
             if self.backend == "redis":
                 pipe = storage.conn.pipeline(transaction=False)
                 for blob in blobs:

@@ -16,7 +16,6 @@ print are described in ``harness.py``.
 # must be at least twice the batch size); the no-op job is an `async def` that
 # never awaits, so two jobs never overlap inside a process anyway.
 
-import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -96,9 +95,13 @@ class PgQueuerPeer(harness.Peer):
 
     def enqueue_bulk(self, args: Sequence[int]) -> None:
         assert self.queries is not None
-        self.run(self.queries.enqueue(
-            [ENTRYPOINT] * len(args), [str(a).encode() for a in args], [0] * len(args),
-        ))
+        self.run(
+            self.queries.enqueue(
+                [ENTRYPOINT] * len(args),
+                [str(a).encode() for a in args],
+                [0] * len(args),
+            )
+        )
 
     def settle(self) -> None:
         assert self.conn is not None
@@ -106,13 +109,20 @@ class PgQueuerPeer(harness.Peer):
 
     def queued(self) -> int | None:
         assert self.conn is not None
-        return int(self.run(self.conn.fetchval(
-            "SELECT count(*) FROM pgqueuer WHERE status = 'queued'"
-        )))
+        return int(
+            self.run(self.conn.fetchval("SELECT count(*) FROM pgqueuer WHERE status = 'queued'"))
+        )
 
     def worker_commands(self) -> list[list[str]]:
-        # (`--log-level WARNING` would be nice, but pgq 1.6.0 crashes on it.)
-        command = [sys.executable, "-m", "pgqueuer", "run", "pgqueuer_bench:create_pgqueuer"]
+        command = [
+            sys.executable,
+            "-m",
+            "pgqueuer",
+            "run",
+            "pgqueuer_bench:create_pgqueuer",
+            "--log-level",
+            "WARNING",
+        ]
         return [command] * harness.WORKERS
 
     def close_connection(self) -> None:

@@ -85,8 +85,16 @@ class ProcrastinatePeer(harness.Peer):
 
     def worker_commands(self) -> list[list[str]]:
         command = [
-            sys.executable, "-m", "procrastinate", "--app", "procrastinate_bench.app",
-            "worker", "--queues", QUEUE, "--concurrency", "1",
+            sys.executable,
+            "-m",
+            "procrastinate",
+            "--app",
+            "procrastinate_bench.app",
+            "worker",
+            "--queues",
+            QUEUE,
+            "--concurrency",
+            "1",
         ]
         return [command] * harness.WORKERS
 

@@ -59,11 +59,23 @@ class RqPeer(harness.Peer):
         return self.queue.count
 
     def worker_commands(self) -> list[list[str]]:
-        return [[
-            sys.executable, "-m", "rq.cli", "worker-pool", QUEUE,
-            "-n", str(harness.WORKERS), "-u", REDIS_URL, "-l", "WARNING",
-            "-c", "rq_bench",  # imported before forking: horses skip the import
-        ]]
+        return [
+            [
+                sys.executable,
+                "-m",
+                "rq.cli",
+                "worker-pool",
+                QUEUE,
+                "-n",
+                str(harness.WORKERS),
+                "-u",
+                REDIS_URL,
+                "-l",
+                "WARNING",
+                "-c",
+                "rq_bench",  # imported before forking: horses skip the import
+            ]
+        ]
 
     def identity(self, line: harness.Line) -> int:
         return line.ppid  # the job ran in a horse forked by the worker

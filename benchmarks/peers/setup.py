@@ -28,7 +28,8 @@ REQUIREMENTS: dict[str, list[str]] = {
     "rq": ["rq==3.0.0", PSUTIL],
     "dramatiq": ["dramatiq[redis]==2.2.1", PSUTIL],
     "procrastinate": ["procrastinate==3.10.0", "psycopg[binary,pool]==3.3.9", PSUTIL],
-    "pgqueuer": ["pgqueuer[asyncpg]==1.6.0", PSUTIL],
+    # typer 0.29 breaks `pgq run` 1.6.0 (its LogLevel option arrives as a str).
+    "pgqueuer": ["pgqueuer[asyncpg]==1.6.0", "typer==0.28.0", PSUTIL],
 }
 
 # Distributions whose installed versions are worth publishing, per venv.
@@ -38,7 +39,7 @@ REPORTED = {
     "rq": ["rq", "redis"],
     "dramatiq": ["dramatiq", "redis"],
     "procrastinate": ["procrastinate", "psycopg", "psycopg-binary"],
-    "pgqueuer": ["pgqueuer", "asyncpg"],
+    "pgqueuer": ["pgqueuer", "asyncpg", "uvloop", "typer"],
 }
 
 
@@ -62,7 +63,9 @@ def installed_versions(name: str) -> dict[str, str]:
     )
     out = subprocess.run(
         [str(venv_python(name)), "-c", code, *REPORTED[name]],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)
 

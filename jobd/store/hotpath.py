@@ -29,7 +29,7 @@ class Compiled:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         self.defaults: dict[str, Any] = dict(compiled.params)
-        order = compiled.positiontup
+        order: list[str] | None = getattr(compiled, "positiontup", None)
         self.bind: Callable[[Mapping[str, Any]], Sequence[Any] | Mapping[str, Any]]
         if order is not None:
             names = tuple(order)
@@ -50,10 +50,10 @@ class Compiled:
         finally:
             cursor.close()
 
-    def execute_many(self, conn: Connection, rows: list[Mapping[str, Any]]) -> None:
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(self.sql, [self.bind(row) for row in rows])
+            cursor.executemany(self.sql, [self.bind(row) for row in rows])  # type: ignore[arg-type]
         finally:
             cursor.close()
 

@@ -105,7 +105,7 @@ class SQLStore:
         self._pid = os.getpid()
         self._claims: dict[tuple[str, ...], Compiled] = {}
         self._settle = Compiled(SETTLE, self.engine.dialect)
-        recorded = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
+        recorded: dict[str, Any] = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
         self._record = Compiled(insert(attempts).values(recorded), self.engine.dialect)
 
     # -- connections and transactions ---------------------------------------
