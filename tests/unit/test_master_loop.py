@@ -1,0 +1,380 @@
+"""The master loop, stepped by hand: a fake clock, fake children, a real store.
+
+Children are socketpairs whose far ends this test drives: it plays the
+template (ready, forked) and the workers (hello, done). Exits are injected
+as wait statuses, signals as calls to `handle_signal`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobd import exitcodes
+from jobd.settings import PoolSection, Settings, StoreSection
+from jobd.store import open_store
+from jobd.store.base import NewJob
+from jobd.store.sql import SQLStore
+from jobd.supervisor.children import Channel
+from jobd.supervisor.master import Master, Phase
+from jobd.wire import LineReader
+
+T0 = 1_800_000_000.0
+ROUTINE = "app.jobs:work"
+CATALOG = {
+    ROUTINE: {"queue": "default", "max_attempts": 2, "retry_delay": 5.0, "retry_jitter": 0.0}
+}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = T0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def ready(self, status: str) -> None:
+        self.sent.append("READY=1")
+
+    def status(self, status: str) -> None:
+        self.sent.append(f"STATUS={status}")
+
+    def stopping(self) -> None:
+        self.sent.append("STOPPING=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.sent.append("EXTEND_TIMEOUT_USEC")
+
+
+class FakeWorker:
+    """The far end of a worker's socket."""
+
+    def __init__(self, sock: socket.socket, slot: int) -> None:
+        self.sock, self.slot, self.reader = sock, slot, LineReader()
+        self.sock.setblocking(False)
+
+    def say(self, **message: Any) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def orders(self) -> list[dict[str, Any]]:
+        try:
+            return self.reader.feed(self.sock.recv(1 << 20))
+        except BlockingIOError:
+            return []
+
+    def done(self, order: dict[str, Any], ok: bool = True, **extra: Any) -> None:
+        reply = {
+            "op": "done",
+            "id": order["id"],
+            "ok": ok,
+            "started": T0,
+            "finished": T0 + 0.01,
+            "cpu": 0.001,
+            "rss": 1 << 20,
+            **extra,
+        }
+        self.say(**reply)
+
+
+class FakeTemplate:
+    def __init__(self, generation: int) -> None:
+        self.pid, self.generation = 500 + generation, generation
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.setblocking(False)
+        self.workers: dict[int, FakeWorker] = {}  # the latest fork of each slot
+        self.forks: list[int] = []  # every fork request, by slot
+
+    def fileno(self) -> int:
+        return self.ours.fileno()
+
+    def receive(self) -> list[dict[str, Any]] | None:
+        messages = []
+        while True:
+            try:
+                data = self.ours.recv(1 << 16)
+            except BlockingIOError:
+                return messages
+            if not data:
+                return messages or None
+            messages.append(json.loads(data))
+
+    def fork_worker(self, slot: int) -> Channel:
+        master_end, worker_end = socket.socketpair()
+        self.workers[slot] = FakeWorker(worker_end, slot)
+        self.forks.append(slot)
+        return Channel(master_end)
+
+    def stop(self) -> None:
+        self.ours.close()
+
+    def tell(self, **message: Any) -> None:
+        self.theirs.send(json.dumps(message).encode())
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.templates: list[FakeTemplate] = []
+        self.kills: list[tuple[int, int]] = []
+        self.exits: list[tuple[int, int]] = []
+
+    def start_template(self, settings: Settings, generation: int) -> FakeTemplate:
+        template = FakeTemplate(generation)
+        self.templates.append(template)
+        return template
+
+    def kill(self, pid: int, signum: int) -> None:
+        self.kills.append((pid, signum))
+
+    def reap(self) -> list[tuple[int, int]]:
+        exits, self.exits = self.exits, []
+        return exits
+
+
+def killed_by(signum: int) -> int:
+    return signum  # a wait status whose low bits are the signal
+
+
+def exited_with(code: int) -> int:
+    return code << 8
+
+
+class Harness:
+    def __init__(self, store: SQLStore, **pool: Any) -> None:
+        self.clock = FakeClock()
+        self.launcher = FakeLauncher()
+        self.notifier = FakeNotifier()
+        settings = Settings(
+            pool=PoolSection(
+                **{
+                    "min_workers": 2,
+                    "max_workers": 2,
+                    "graceful_timeout": 10.0,
+                    "boot_timeout": 5.0,
+                    **pool,
+                }
+            ),
+            store=StoreSection(poll_interval=1.0, heartbeat_interval=60.0),
+        )
+        self.store = store
+        self.master = Master(
+            settings,
+            store,
+            launcher=self.launcher,
+            clock=self.clock,
+            notifier=self.notifier,
+            signals=False,  # type: ignore[arg-type]
+        )
+
+    @property
+    def template(self) -> FakeTemplate:
+        return self.launcher.templates[-1]
+
+    def step(self) -> None:
+        self.master.step(0.05)
+
+    def boot(self) -> list[FakeWorker]:
+        self.master.start()
+        self.template.tell(op="ready", catalog=CATALOG)
+        self.step()
+        workers = list(self.template.workers.values())
+        for n, worker in enumerate(workers):
+            self.template.tell(op="forked", slot=worker.slot, pid=1000 + n)
+            worker.say(op="hello", pid=1000 + n)
+        self.step()
+        return workers
+
+    def enqueue(self, max_attempts: int = 2) -> int:
+        job = NewJob(
+            ROUTINE, "default", 0, "[1]", "{}", self.clock.wall, self.clock.wall, max_attempts
+        )
+        return self.store.enqueue([job])[0].job.id
+
+    def orders(self, workers: list[FakeWorker]) -> list[tuple[FakeWorker, dict[str, Any]]]:
+        self.step()
+        return [(w, order) for w in workers for order in w.orders()]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLStore]:
+    s = open_store(f"sqlite:///{tmp_path / 'jobd.db'}", timeout=2)
+    s.upgrade()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def harness(store: SQLStore) -> Iterator[Harness]:
+    h = Harness(store)
+    yield h
+    h.master.close()
+
+
+def test_ready_only_when_min_workers_said_hello(harness: Harness) -> None:
+    harness.master.start()
+    assert harness.template.workers == {}  # nothing forked before the template is ready
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    assert sorted(harness.template.workers) == [1, 2]
+    first, second = harness.template.workers.values()
+    first.say(op="hello", pid=1000)
+    harness.step()
+    assert harness.master.phase is Phase.STARTING and "READY=1" not in harness.notifier.sent
+    second.say(op="hello", pid=1001)
+    harness.step()
+    assert harness.master.phase is Phase.RUNNING and "READY=1" in harness.notifier.sent
+    assert harness.store.routine_policies()[ROUTINE]["max_attempts"] == 2
+
+
+def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harness) -> None:
+    workers = harness.boot()
+    job_id = harness.enqueue()
+    harness.master.dry = False
+    ((worker, order),) = harness.orders(workers)
+    assert (order["op"], order["id"], order["routine"], order["args"]) == (
+        "run",
+        job_id,
+        ROUTINE,
+        [1],
+    )
+    worker.done(order, result='{"ok": true}')
+    harness.step()
+    job = harness.store.get_job(job_id)
+    assert (job.state, job.result) == ("succeeded", {"ok": True})
+
+
+def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness) -> None:
+    workers = harness.boot()
+    job_id = harness.enqueue()
+    harness.master.dry = False
+    ((worker, _order),) = harness.orders(workers)
+    pid = 1000 + workers.index(worker)
+    harness.launcher.exits.append((pid, killed_by(signal.SIGKILL)))
+    harness.step()
+    job = harness.store.get_job(job_id)
+    assert (job.state, job.run_at) == ("queued", T0 + 5.0)  # retry_delay 5s, no jitter
+    (attempt,) = harness.store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type, attempt.worker_pid) == ("killed", "SIGKILL", pid)
+    assert len(harness.template.forks) == 3  # the slot was forked again
+
+
+def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: SQLStore) -> None:
+    harness = Harness(store, min_workers=1, max_workers=1)
+    (worker,) = harness.boot()
+    harness.master.runtimes.observe(ROUTINE, 0.0001)  # short jobs may queue in a pipe
+    ids = [harness.enqueue() for _ in range(3)]
+    harness.master.dry = False
+    orders = [order for _, order in harness.orders([worker])]
+    assert [o["id"] for o in orders] == ids
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    first, *rest = (harness.store.get_job(i) for i in ids)
+    assert (first.state, first.attempts) == ("queued", 1)
+    assert [(j.state, j.attempts) for j in rest] == [("queued", 0), ("queued", 0)]
+    harness.master.close()
+
+
+def test_a_worker_that_does_not_boot_in_time_is_killed_and_stops_the_master(
+    harness: Harness,
+) -> None:
+    harness.master.start()
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    for n, worker in enumerate(harness.template.workers.values()):
+        harness.template.tell(op="forked", slot=worker.slot, pid=1000 + n)
+    harness.step()
+    harness.clock.advance(5.1)
+    harness.step()
+    assert (1000, signal.SIGKILL) in harness.launcher.kills
+    assert harness.master.exit_code == exitcodes.BOOT_ERROR
+
+
+def test_a_template_import_error_exits_3(harness: Harness) -> None:
+    harness.master.start()
+    harness.template.tell(op="boot_error", error="importing modules failed: ModuleNotFoundError")
+    harness.step()
+    assert harness.master.phase is Phase.DONE
+    assert harness.master.exit_code == exitcodes.BOOT_ERROR
+
+
+def test_sigterm_drains_then_kills_and_requeues_uncounted(harness: Harness) -> None:
+    workers = harness.boot()
+    job_id = harness.enqueue()
+    harness.master.dry = False
+    ((worker, _order),) = harness.orders(workers)
+    harness.master.handle_signal(signal.SIGTERM)
+    harness.step()
+    assert "STOPPING=1" in harness.notifier.sent
+    assert all(any(o["op"] == "stop" for o in w.orders()) for w in workers)
+    idle = next(w for w in workers if w is not worker)
+    harness.launcher.exits.append((1000 + workers.index(idle), exited_with(0)))
+    harness.step()
+    harness.clock.advance(10.1)  # graceful_timeout
+    harness.step()
+    busy_pid = 1000 + workers.index(worker)
+    assert (busy_pid, signal.SIGTERM) in harness.launcher.kills
+    harness.clock.advance(1.1)  # the kill grace
+    harness.step()
+    assert (busy_pid, signal.SIGKILL) in harness.launcher.kills
+    harness.launcher.exits.append((busy_pid, killed_by(signal.SIGKILL)))
+    harness.step()
+    job = harness.store.get_job(job_id)
+    assert (job.state, job.attempts) == ("queued", 0)
+    assert harness.master.phase is Phase.DONE and harness.master.exit_code == 0
+
+
+def test_repeated_crashes_back_off_before_respawning(harness: Harness) -> None:
+    workers = harness.boot()
+    for n in range(2):
+        harness.launcher.exits.append((1000 + n, exited_with(1)))
+    harness.step()
+    forked = len(harness.template.forks)
+    assert harness.master.spawn_not_before > harness.clock.mono
+    harness.step()
+    assert len(harness.template.forks) == forked  # still backing off
+    harness.clock.advance(harness.master.spawn_not_before - harness.clock.mono + 0.01)
+    harness.step()
+    assert len(harness.template.forks) > forked
+    assert workers  # the first generation was booted
+
+
+def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harness) -> None:
+    workers = harness.boot()
+    harness.enqueue()
+    harness.store.close()
+    harness.master.store = BrokenStore()  # type: ignore[assignment]
+    harness.master.dry = False
+    harness.step()
+    assert harness.master.store_failures == 1
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    assert 1000 not in harness.master.by_pid  # the death was still handled
+    assert all(w.orders() == [] for w in workers)
+
+
+class BrokenStore:
+    def exchange(self, *args: object) -> list[object]:
+        from jobd.store.base import StoreError
+
+        raise StoreError("database is locked")
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"unexpected store call {name}")
