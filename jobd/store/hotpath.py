@@ -5,106 +5,124 @@ daemon processes. Through `Connection.execute`, SQLAlchemy builds and
 processes a parameter dict per row and dispatches events per statement:
 profiled at 40% of the master's time at 3,700 jobs/s. Here each statement
 is still declared once with SQLAlchemy Core (sql.py) and compiled by the
-engine's dialect, but executed with plain tuples on the cursor of the same
-connection and transaction. Only these statements take this path; every
-other query goes through SQLAlchemy as usual.
+engine's dialect, but executed on the cursor of the same connection and
+transaction, with each row's parameters put in the compiled order by one
+C-level `itemgetter` call. Only these statements take this path.
+
+Measured on SQLite (CPU per job, settle + record + claim + commit, 22 jobs
+per transaction): SQLite's own floor 31-38 us; through Connection.execute
+108 us; through this module with dict rows 80 us; with tuple rows and
+itemgetter 50 us.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
-from jobd.store.base import Attempt, Claim, JobState, Settle
+from jobd.store.base import Claim, JobState, Settle
+
+SETTLE_NAMES = (
+    "b_id", "b_node", "b_state", "b_result", "b_run_at", "b_finished_at",
+    "b_error_type", "b_error_message", "b_uncount",
+)  # fmt: skip
+ATTEMPT_NAMES = (
+    "job_id", "attempt", "routine", "queue", "node_id", "worker_pid", "started_at",
+    "finished_at", "outcome", "error_type", "error_message", "traceback", "cpu_seconds",
+    "peak_rss",
+)  # fmt: skip
+CLAIM_NAMES = ("c_now", "c_limit", "c_node")
 
 
 class Compiled:
-    """A Core statement compiled for one dialect, with a fast parameter builder."""
+    """A Core statement compiled for one dialect; rows come as tuples in `names` order."""
 
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+    def __init__(self, statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
-        self.defaults: dict[str, Any] = dict(compiled.params)
+        defaults: dict[str, Any] = dict(compiled.params)
         order: list[str] | None = getattr(compiled, "positiontup", None)
-        self.bind: Callable[[Mapping[str, Any]], Sequence[Any] | Mapping[str, Any]]
-        if order is not None:
-            names = tuple(order)
-            defaults = self.defaults
-
-            def positional(values: Mapping[str, Any]) -> tuple[Any, ...]:
-                return tuple(values[n] if n in values else defaults[n] for n in names)
-
-            self.bind = positional
+        self.bind: Callable[[tuple[Any, ...]], Any]
+        if order is None:  # a named paramstyle (psycopg): dicts
+            self.bind = lambda row: {**defaults, **dict(zip(names, row, strict=True))}
+            return
+        # Binds SQLAlchemy made for literals (e.g. the 1 in attempts + 1) keep
+        # their compiled values, appended after the row's own.
+        extra = [name for name in dict.fromkeys(order) if name not in names]
+        constants = tuple(defaults[name] for name in extra)
+        position = {name: i for i, name in enumerate((*names, *extra))}
+        picks = [position[name] for name in order]
+        if len(picks) == 1:
+            only = picks[0]
+            self.bind = lambda row: ((row + constants)[only],)
         else:
-            self.bind = lambda values: {**self.defaults, **values}
+            getter = itemgetter(*picks)
+            self.bind = lambda row: getter(row + constants)
 
-    def execute(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
+    def execute(self, conn: Connection, row: tuple[Any, ...]) -> list[Any]:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(self.sql, self.bind(values))
+            cursor.execute(self.sql, self.bind(row))
             return list(cursor.fetchall()) if cursor.description else []
         finally:
             cursor.close()
 
-    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(self.sql, [self.bind(row) for row in rows])  # type: ignore[arg-type]
+            bind = self.bind
+            cursor.executemany(self.sql, [bind(row) for row in rows])
         finally:
             cursor.close()
 
 
-def settle_rows(node_id: int, settles: list[Settle]) -> list[dict[str, Any]]:
-    return [
-        {
-            "b_id": s.job_id,
-            "b_node": node_id,
-            "b_state": s.state.value,
-            "b_result": s.result_json,
-            "b_run_at": s.run_at,
-            "b_finished_at": None
-            if s.state is JobState.QUEUED or s.attempt is None
-            else s.attempt.finished_at,
-            "b_error_type": None if s.attempt is None else s.attempt.error_type,
-            "b_error_message": None if s.attempt is None else s.attempt.error_message,
-            "b_uncount": 1 if s.uncount else 0,
-        }
-        for s in settles
-    ]
-
-
-def attempt_rows(settles: list[Settle]) -> list[dict[str, Any]]:
+def settle_rows(node_id: int, settles: list[Settle]) -> list[tuple[Any, ...]]:
+    queued = JobState.QUEUED
     rows = []
-    for settle in settles:
-        a: Attempt | None = settle.attempt
-        if a is None:
-            continue
+    for s in settles:
+        a = s.attempt
         rows.append(
-            {
-                "job_id": a.job_id,
-                "attempt": a.attempt,
-                "routine": a.routine,
-                "queue": a.queue,
-                "node_id": a.node_id,
-                "worker_pid": a.worker_pid,
-                "started_at": a.started_at,
-                "finished_at": a.finished_at,
-                "outcome": a.outcome,
-                "error_type": a.error_type,
-                "error_message": a.error_message,
-                "traceback": a.traceback,
-                "cpu_seconds": a.cpu_seconds,
-                "peak_rss": a.peak_rss,
-            }
-        )
+            (
+                s.job_id, node_id, s.state.value, s.result_json, s.run_at,
+                None if s.state is queued or a is None else a.finished_at,
+                None if a is None else a.error_type,
+                None if a is None else a.error_message,
+                1 if s.uncount else 0,
+            )
+        )  # fmt: skip
     return rows
 
 
+def attempt_rows(settles: list[Settle]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            a.job_id,
+            a.attempt,
+            a.routine,
+            a.queue,
+            a.node_id,
+            a.worker_pid,
+            a.started_at,
+            a.finished_at,
+            a.outcome,
+            a.error_type,
+            a.error_message,
+            a.traceback,
+            a.cpu_seconds,
+            a.peak_rss,
+        )
+        for s in settles
+        if (a := s.attempt) is not None
+    ]
+
+
 def claims_from_rows(rows: list[Any]) -> list[Claim]:
-    claims = [Claim(*row) for row in rows]
+    make = Claim._make
+    claims = [make(row) for row in rows]
     claims.sort(key=lambda c: (-c.priority, c.run_at, c.id))
     return claims

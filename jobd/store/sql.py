@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -49,7 +50,15 @@ from jobd.store.base import (
     loads_or_none,
 )
 from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
-from jobd.store.hotpath import Compiled, attempt_rows, claims_from_rows, settle_rows
+from jobd.store.hotpath import (
+    ATTEMPT_NAMES,
+    CLAIM_NAMES,
+    SETTLE_NAMES,
+    Compiled,
+    attempt_rows,
+    claims_from_rows,
+    settle_rows,
+)
 from jobd.store.wake import Waker
 
 jobs, attempts, nodes, routines = schema.jobs, schema.attempts, schema.nodes, schema.routines
@@ -104,9 +113,15 @@ class SQLStore:
         self._local = threading.local()
         self._pid = os.getpid()
         self._claims: dict[tuple[str, ...], Compiled] = {}
-        self._settle = Compiled(SETTLE, self.engine.dialect)
+        self._settle = Compiled(SETTLE, self.engine.dialect, SETTLE_NAMES)
+        inserted: dict[str, Any] = {name: bindparam(name) for name in INSERT_NAMES}
+        self._insert_job = Compiled(
+            insert(jobs).values(inserted), self.engine.dialect, INSERT_NAMES
+        )
         recorded: dict[str, Any] = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
-        self._record = Compiled(insert(attempts).values(recorded), self.engine.dialect)
+        self._record = Compiled(
+            insert(attempts).values(recorded), self.engine.dialect, ATTEMPT_NAMES
+        )
 
     # -- connections and transactions ---------------------------------------
 
@@ -185,11 +200,41 @@ class SQLStore:
                 # Sent before the caller commits; the master re-checks shortly after.
                 self.wake({job.queue for job in new}, min(job.run_at for job in new))
             return results
-        with self._transaction() as conn:
-            results = self._insert(conn, new)
+        if self.dialect == "sqlite" and all(job.unique_key is None for job in new):
+            results = self._enqueue_sqlite(new)
+        else:
+            with self._transaction() as conn:
+                results = self._insert(conn, new)
         if new:
             self.wake({job.queue for job in new}, min(job.run_at for job in new))
         return results
+
+    def _enqueue_sqlite(self, new: list[NewJob]) -> list[EnqueueResult]:
+        """The producers' hot path on SQLite: BEGIN IMMEDIATE, insert, COMMIT on
+        the kept connection, without SQLAlchemy's transaction bookkeeping.
+
+        Measured: 224 us of CPU per single-job enqueue through Connection.begin()
+        (events, transaction objects) around ~60 us of SQLite work.
+        """
+        conn = self._connection()
+        arm(conn, True, self.timeout)
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                ids = self._insert_sqlite(conn, new)
+                raw.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    raw.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._drop_connection()
+            raise StoreError(f"{self.describe()}: {_sqlite_reason(exc)}") from None
+        return [
+            EnqueueResult(_new_job_record(i, job), True) for i, job in zip(ids, new, strict=True)
+        ]
 
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
         if self._waker is not None:
@@ -198,7 +243,10 @@ class SQLStore:
     def _insert(self, conn: Connection, new: Sequence[NewJob]) -> list[EnqueueResult]:
         plain = [job for job in new if job.unique_key is None]
         ids: dict[int, int] = {}
-        if len(plain) == 1:
+        if plain and self.dialect == "sqlite":
+            for job, job_id in zip(plain, self._insert_sqlite(conn, plain), strict=True):
+                ids[id(job)] = job_id
+        elif len(plain) == 1:
             row = conn.execute(insert(jobs), _row(plain[0]))
             ids[id(plain[0])] = _new_id(row)
         elif plain:
@@ -213,6 +261,36 @@ class SQLStore:
             else:
                 results.append(self._insert_unique(conn, job))
         return results
+
+    def _insert_sqlite(self, conn: Connection, plain: Sequence[NewJob]) -> range:
+        """One executemany; the new ids are the top ones, consecutive.
+
+        SQLAlchemy's insertmanyvalues cannot keep RETURNING in parameter
+        order on SQLite and falls back to one statement per row (measured:
+        20,000 executes for 20,000 jobs, 10k jobs/s). Here: INTEGER PRIMARY
+        KEY rows get max(rowid) + 1 each, and from the first insert on this
+        transaction holds the write lock, so the batch's ids are the n
+        highest; the count check guards that reasoning.
+        """
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            bind = self._insert_job.bind
+            if len(plain) == 1:
+                cursor.execute(self._insert_job.sql, bind(_row_tuple(plain[0])))
+                return range(cursor.lastrowid, cursor.lastrowid + 1)
+            cursor.executemany(self._insert_job.sql, [bind(_row_tuple(job)) for job in plain])
+            last = cursor.execute("SELECT max(id) FROM jobs").fetchone()[0]
+            first = last - len(plain) + 1
+            found = cursor.execute("SELECT count(*) FROM jobs WHERE id >= ?", (first,)).fetchone()[
+                0
+            ]
+            if found != len(plain):
+                raise StoreError(
+                    f"bulk insert: expected {len(plain)} new ids from {first}, found {found}"
+                )
+            return range(first, last + 1)
+        finally:
+            cursor.close()
 
     def _insert_unique(self, conn: Connection, job: NewJob) -> EnqueueResult:
         dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
@@ -239,9 +317,7 @@ class SQLStore:
                 self._apply_settles(conn, node_id, settles)
             if limit <= 0:
                 return []
-            rows = self._claim_statement(queues).execute(
-                conn, {"c_now": now, "c_limit": limit, "c_node": node_id}
-            )
+            rows = self._claim_statement(queues).execute(conn, (now, limit, node_id))
         return claims_from_rows(rows)
 
     def _apply_settles(self, conn: Connection, node_id: int, settles: list[Settle]) -> None:
@@ -273,13 +349,16 @@ class SQLStore:
                 .order_by(merged.c.priority.desc(), merged.c.run_at, merged.c.id)
                 .limit(bindparam("c_limit"))
             )
-        # Materialized once: PostgreSQL may otherwise re-run a sub-select per
-        # outer row, and each run skips the rows just locked and finds others,
-        # claiming more than the limit (caught by the store contract tests).
-        candidates = chosen.cte("candidates").prefix_with("MATERIALIZED")
+        if self.dialect == "postgresql":
+            # Materialized once: PostgreSQL may otherwise re-run the sub-select
+            # per outer row, each run skipping the rows just locked and finding
+            # others, so claiming more than the limit (caught by the contract
+            # tests). SQLite runs an IN (subquery) once already ("LIST SUBQUERY").
+            candidates = chosen.cte("candidates").prefix_with("MATERIALIZED")
+            chosen = select(candidates.c.id)
         stmt = (
             update(jobs)
-            .where(jobs.c.id.in_(select(candidates.c.id)), IS_QUEUED)
+            .where(jobs.c.id.in_(chosen.scalar_subquery()), IS_QUEUED)
             .values(
                 state="running",
                 attempts=jobs.c.attempts + 1,
@@ -288,7 +367,7 @@ class SQLStore:
             )
             .returning(*CLAIM_COLUMNS)
         )
-        compiled = self._claims[queues] = Compiled(stmt, self.engine.dialect)
+        compiled = self._claims[queues] = Compiled(stmt, self.engine.dialect, CLAIM_NAMES)
         return compiled
 
     def _ready(self, queue: str) -> Select[Any]:
@@ -352,7 +431,7 @@ class SQLStore:
         if self.dialect == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         with self._transaction() as conn:
-            held = [Claim(*row) for row in conn.execute(stmt)]
+            held = [Claim._make(row) for row in conn.execute(stmt)]
             settles = [decide(claim) for claim in held]
             if settles:
                 self._apply_settles(conn, node_id, settles)
@@ -531,15 +610,29 @@ def _row(job: NewJob) -> dict[str, Any]:
     }
 
 
+INSERT_NAMES = (
+    "routine", "queue", "state", "priority", "args", "kwargs", "attempts", "max_attempts",
+    "unique_key", "enqueued_at", "run_at", "cancel_requested",
+)  # fmt: skip
+
+
+def _row_tuple(job: NewJob) -> tuple[Any, ...]:
+    return (
+        job.routine, job.queue, "queued", job.priority, job.args_json, job.kwargs_json, 0,
+        job.max_attempts, job.unique_key, job.enqueued_at, job.run_at, False,
+    )  # fmt: skip
+
+
 def _new_job_record(job_id: int, job: NewJob) -> Job:
+    args, kwargs = job.decoded or (json.loads(job.args_json), json.loads(job.kwargs_json))
     return Job(
         id=job_id,
         routine=job.routine,
         queue=job.queue,
         state=JobState.QUEUED.value,
         priority=job.priority,
-        args=json.loads(job.args_json),
-        kwargs=json.loads(job.kwargs_json),
+        args=args,
+        kwargs=kwargs,
         attempts=0,
         max_attempts=job.max_attempts,
         result=None,
@@ -583,6 +676,13 @@ def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "interrupted" in text:
+        return "the statement ran past the store timeout"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _reason(exc: SQLAlchemyError) -> str:

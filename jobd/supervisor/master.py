@@ -24,6 +24,8 @@ import socket
 import time
 from typing import Any, Protocol
 
+from setproctitle import setproctitle
+
 from jobd import exitcodes
 from jobd.policy import Policy, policy_from_json
 from jobd.settings import Settings
@@ -124,8 +126,9 @@ class Master:
         self.template_due: float | None = None  # monotonic: restart a template that died
         self.drain_deadline: float | None = None
         self.listener: Any = None
-        self.counters = {"succeeded": 0, "failed": 0, "retried": 0}
+        self.counters = {"succeeded": 0, "failed": 0, "retried": 0, "exchanges": 0, "claimed": 0}
         self.queued_estimate: int | None = None
+        self.title = ""
         now = self.clock.monotonic()
         self.next_heartbeat = now
         self.next_poll = now + settings.store.poll_interval
@@ -225,6 +228,7 @@ class Master:
         self._run_timers()
         self.exchange()
         self._maybe_finish()
+        self._refresh_title()
 
     # -- signals -------------------------------------------------------------
 
@@ -654,6 +658,8 @@ class Master:
         if self.store_failures:
             log.info("the store is reachable again")
             self.store_failures = 0
+        self.counters["exchanges"] += 1
+        self.counters["claimed"] += len(claims)
         self.dry = len(claims) < limit
         for claim in claims:
             self._assign(claim)
@@ -732,10 +738,25 @@ class Master:
             self.store.stop_node(self.node_id, self.clock.time())
         except StoreError as exc:
             log.warning("could not mark node %s stopped: %s", self.node_id, exc)
-        log.info("stopped")
+        counters = self.counters
+        log.info(
+            "stopped: %d succeeded, %d failed, %d retried; %d claimed in %d transactions",
+            counters["succeeded"],
+            counters["failed"],
+            counters["retried"],
+            counters["claimed"],
+            counters["exchanges"],
+        )
         self.phase = Phase.DONE
 
     # -- status --------------------------------------------------------------
+
+    def _refresh_title(self) -> None:
+        queued = "?" if self.queued_estimate is None else self.queued_estimate
+        title = f"jobd: master [{len(self.workers)} workers, {queued} queued]"
+        if title != self.title:
+            setproctitle(title)
+            self.title = title
 
     def status_line(self) -> str:
         workers = list(self.workers.values())

@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from setproctitle import setproctitle
 
 from jobd.policy import Policy
 from jobd.store.base import Claim, Settle, StoreError
@@ -83,12 +82,7 @@ def heartbeat(master: Master, now: float) -> None:
         rescue_dead_local_nodes(master, now)
     except StoreError as exc:
         log.warning("heartbeat: %s", exc)
-    status = master.status_line()
-    setproctitle(
-        f"jobd: master [{len(master.workers)} workers, "
-        f"{'?' if master.queued_estimate is None else master.queued_estimate} queued]"
-    )
-    master.notifier.status(status)
+    master.notifier.status(master.status_line())
 
 
 def _cancel_requested(master: Master, job_ids: list[int]) -> None:
