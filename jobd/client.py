@@ -83,6 +83,7 @@ class Client:
             sqlite_synchronous=settings.store.sqlite_synchronous,
         )
         self._catalog: dict[str, Policy] = {}
+        self._resolved: dict[str | Routine[Any, Any], tuple[str, Policy]] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -126,7 +127,10 @@ class Client:
         return [result.job for result in self.store.enqueue(new, connection=connection)]
 
     def _new_job(self, spec: JobSpec, now: float) -> NewJob:
-        name, policy = self.resolve(spec.routine)
+        resolved = self._resolved.get(spec.routine)
+        if resolved is None:
+            resolved = self._resolved[spec.routine] = self.resolve(spec.routine)
+        name, policy = resolved
         args_json, kwargs_json = encode_call(spec.args, spec.kwargs)
         queue = check_queue_name(spec.queue) if spec.queue is not None else policy.queue
         unique_key = spec.unique_key
@@ -151,6 +155,7 @@ class Client:
             enqueued_at=now,
             max_attempts=options.get("max_attempts", policy.max_attempts),
             unique_key=unique_key,
+            decoded=(list(spec.args), dict(spec.kwargs)),
         )
 
     def resolve(self, routine: str | Routine[Any, Any]) -> tuple[str, Policy]:

@@ -13,7 +13,17 @@ import math
 from typing import Any
 
 _SCALARS = (int, bool, type(None))
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError("not JSON")
+
+
+# Refuses NaN and unknown types by itself; dict keys (json turns int keys
+# into strings) and lone surrogates are looked at separately.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_refuse
+).encode
 
 
 def check_json(value: Any, where: str) -> None:
@@ -58,12 +68,28 @@ def _check_text(text: str, where: str) -> None:
 
 
 def dumps(value: Any, where: str) -> str:
-    """Compact JSON text of a checked value."""
+    """Compact JSON text of a value, or TypeError naming what is not JSON.
+
+    Encoding first, and walking the value (`check_json`, for a message that
+    names the culprit) only when that fails or when the text shows a dict
+    or a non-ASCII character, keeps the common case at one C-level encode:
+    measured 10 us of the 25 us per bulk-enqueued job before.
+    """
+    try:
+        text = _encode(value)
+    except (TypeError, ValueError, RecursionError):
+        _walk(value, where)
+        raise TypeError(f"{where} is not JSON") from None
+    if "{" in text or not text.isascii():
+        _walk(value, where)
+    return text
+
+
+def _walk(value: Any, where: str) -> None:
     try:
         check_json(value, where)
     except RecursionError:
         raise TypeError(f"{where} is nested too deeply for JSON (or contains itself)") from None
-    return _encode(value)
 
 
 def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from jobd import exitcodes
 from jobd.cli import commands
@@ -18,18 +19,28 @@ from jobd.settings import ConfigError
 from jobd.store.base import InvalidTransition, JobNotFound, SchemaError, StoreError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments like every other jobd error: one line, exit 2.
+
+    Sub-command parsers are made with the parent's class, so this covers them.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(exitcodes.USAGE, f"jobd: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
         default=argparse.SUPPRESS,
         help="config file (default: $JOBD_CONFIG or /etc/jobd/jobd.toml)",
     )
-    as_json = argparse.ArgumentParser(add_help=False)
+    as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jobd",
         parents=[common],
         description="A job-processing daemon: a pre-forked worker pool over a durable SQL queue.",

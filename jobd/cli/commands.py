@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def enqueue(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     with open_client(args) as client:
+        _use_workers_import_path(client.settings)
         try:
             job = client.enqueue(
                 args.routine,
@@ -102,6 +104,15 @@ def enqueue(args: argparse.Namespace) -> int:
     else:
         print(job.id)
     return exitcodes.OK
+
+
+def _use_workers_import_path(settings: Settings) -> None:
+    """Search modules where workers do (working directory, then `pythonpath`), so a
+    routine no worker has registered yet can be found by importing its module."""
+    for entry in reversed(("", *settings.jobd.pythonpath)):
+        path = entry or os.getcwd()
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def jobs_list(args: argparse.Namespace) -> int:

@@ -12,7 +12,10 @@ if TYPE_CHECKING:
     from jobd.store.sql import SQLStore
 
 
-def open_store(url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal") -> SQLStore:
+def open_store(
+    url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal", create: bool = False
+) -> SQLStore:
+    """The store for `url`; a SQLite file is created only by `upgrade()` or `create=True`."""
     from jobd.store.sql import SQLStore
 
-    return SQLStore(url, timeout=timeout, sqlite_synchronous=sqlite_synchronous)
+    return SQLStore(url, timeout=timeout, sqlite_synchronous=sqlite_synchronous, create=create)

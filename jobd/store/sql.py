@@ -102,13 +102,21 @@ class SQLStore:
     """`jobd.store.base.Store` on SQLite or PostgreSQL."""
 
     def __init__(
-        self, url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal"
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        sqlite_synchronous: str = "normal",
+        create: bool = False,
     ) -> None:
         self.url = normalize_url(url)
         self.dialect = dialect_of(self.url)
         self.timeout = timeout
         self.engine = build_engine(self.url, timeout, sqlite_synchronous)
         self.database_path = sqlite_path(self.url)
+        # Only `jobd db upgrade` (and the demo) may create a SQLite file: a typo
+        # in a path must not leave an empty database behind.
+        self.create = create
         self._waker = Waker(self.database_path) if self.database_path else None
         self._local = threading.local()
         self._pid = os.getpid()
@@ -133,6 +141,9 @@ class SQLStore:
             self._pid = os.getpid()
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
+            path = self.database_path
+            if path and not self.create and not os.path.exists(path):
+                raise SchemaError(f"{path} does not exist: create it with `jobd db upgrade`")
             try:
                 conn = self.engine.connect()
             except SQLAlchemyError as exc:
@@ -181,6 +192,7 @@ class SQLStore:
     def upgrade(self) -> tuple[str | None, str]:
         from jobd.store.migrate import upgrade
 
+        self.create = True  # the one operation that may create the database
         conn = self._connection()
         arm(conn, True, self.timeout)
         try:
@@ -192,6 +204,8 @@ class SQLStore:
     # -- producers -----------------------------------------------------------
 
     def enqueue(self, new: list[NewJob], connection: Any = None) -> list[EnqueueResult]:
+        if not new:
+            return []
         if connection is not None:
             if not isinstance(connection, Connection):
                 raise TypeError("connection must be a sqlalchemy.Connection")
@@ -527,9 +541,13 @@ class SQLStore:
                         state="queued",
                         run_at=now,
                         attempts=0,
+                        started_at=None,
                         finished_at=None,
+                        node_id=None,
                         cancel_requested=False,
                         result=None,
+                        error_type=None,
+                        error_message=None,
                     )
                 )
             except IntegrityError:

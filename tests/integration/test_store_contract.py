@@ -386,3 +386,32 @@ def test_unreachable_database_is_a_store_error() -> None:
     store = open_store("postgresql://postgres@127.0.0.1:1/nothing", timeout=1)
     with pytest.raises(StoreError, match="cannot connect"):
         store.get_job(1)
+
+
+def test_a_missing_sqlite_file_is_not_created_by_reading(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "typo.db"
+    store = open_store(f"sqlite:///{path}")
+    with pytest.raises(SchemaError, match=r"does not exist.*jobd db upgrade"):
+        store.list_jobs()
+    assert not path.exists()
+    store.upgrade()
+    assert path.exists()
+    store.close()
+
+
+def test_retry_clears_the_last_run(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job(max_attempts=1)])
+    (c,) = claim(store, node)
+    failed = attempt_for(c, node, "error", error_type="ValueError", error_message="bad")
+    claim(store, node, limit=0, settles=[Settle(c.id, JobState.FAILED, failed)])
+    job = store.retry(c.id, NOW + 1)
+    assert (job.state, job.error, job.started_at, job.node_id, job.finished_at) == (
+        "queued",
+        None,
+        None,
+        None,
+        None,
+    )
+    assert store.job_attempts(c.id)[0].error_type == "ValueError"  # history stays
