@@ -12,7 +12,6 @@ arguments; pass such arguments through `JobSpec` and `enqueue_many`.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import importlib
 import os
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobd.payload import encode_call
+from jobd.payload import unique_key as payload_unique_key
 from jobd.policy import (
     Policy,
     check_queue_name,
@@ -135,8 +135,7 @@ class Client:
         queue = check_queue_name(spec.queue) if spec.queue is not None else policy.queue
         unique_key = spec.unique_key
         if unique_key is None and policy.unique:
-            digest = hashlib.sha256(f"{args_json}\n{kwargs_json}".encode()).hexdigest()[:32]
-            unique_key = f"{name}:{digest}"
+            unique_key = payload_unique_key(name, args_json, kwargs_json)
         options = parse_policy(
             {
                 key: value

@@ -95,3 +95,11 @@ def _walk(value: Any, where: str) -> None:
 def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
     """(args JSON, kwargs JSON) for a job, or TypeError naming the offending value."""
     return dumps(list(args), "args"), dumps(kwargs, "kwargs")
+
+
+def unique_key(routine: str, args_json: str, kwargs_json: str) -> str:
+    """The key of a `unique` routine's job: the routine and a digest of its arguments."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{args_json}\n{kwargs_json}".encode()).hexdigest()[:32]
+    return f"{routine}:{digest}"

@@ -106,6 +106,12 @@ def _bool(value: object) -> bool:
     raise ValueError(f"{value!r} is not a boolean (true or false)")
 
 
+def _isolation(value: object) -> str:
+    if value not in ("inline", "process"):
+        raise ValueError(f"{value!r} is not an isolation ('inline' or 'process')")
+    return str(value)
+
+
 def _field(default: Any, parse: Callable[[object], Any], doc: str, show: str = "") -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc, "show": show})
 
@@ -139,7 +145,34 @@ class Policy:
         "duration",
     )
     memory_limit: int | None = _field(
-        None, _optional(parse_size), "Resident memory (RSS) limit of one attempt.", "size"
+        None,
+        _optional(parse_size),
+        "Resident memory (RSS) limit of one attempt, watched by the master while it runs.",
+        "size",
+    )
+    address_space_limit: int | None = _field(
+        None,
+        _optional(parse_size),
+        "RLIMIT_AS for the attempt: allocations past it raise MemoryError in the job. "
+        "Counts reserved address space, not memory used (see docs/limits.md).",
+        "size",
+    )
+    cpu_time_limit: float | None = _field(
+        None,
+        _optional(parse_duration),
+        "RLIMIT_CPU for the attempt (whole seconds): past it the kernel sends SIGXCPU.",
+        "duration",
+    )
+    open_files_limit: int | None = _field(
+        None,
+        _optional(_int_at_least(1)),
+        "RLIMIT_NOFILE for the attempt: opening more files fails with EMFILE.",
+    )
+    isolation: str = _field(
+        "inline",
+        _isolation,
+        "'inline' runs the attempt in the worker; 'process' in a fresh child of the "
+        "worker, in its own process group, killed whole on a hard limit.",
     )
     unique: bool = _field(
         False,
@@ -166,7 +199,15 @@ class Policy:
 
 
 POLICY_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Policy)}
-LIMIT_FIELDS = ("time_limit", "soft_time_limit", "memory_limit")
+LIMIT_FIELDS = (
+    "time_limit",
+    "soft_time_limit",
+    "memory_limit",
+    "address_space_limit",
+    "cpu_time_limit",
+    "open_files_limit",
+    "isolation",
+)
 
 
 def parse_policy(
@@ -185,6 +226,11 @@ def parse_policy(
             parsed[key] = POLICY_FIELDS[key].metadata["parse"](value)
         except ValueError as exc:
             raise ValueError(f"{where}.{key}: {exc}") from None
+    soft, hard = parsed.get("soft_time_limit"), parsed.get("time_limit")
+    if soft and hard and soft >= hard:
+        raise ValueError(
+            f"{where}: soft_time_limit ({soft:g}s) must be below time_limit ({hard:g}s)"
+        )
     return parsed
 
 

@@ -15,6 +15,7 @@ old object). The environment wins over the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -31,7 +32,8 @@ from jobd.policy import (
     check_routine_name,
     parse_policy,
 )
-from jobd.units import format_duration, parse_duration
+from jobd.schedule import SCHEDULE_DOCS, Schedule, check_cron, parse_schedule
+from jobd.units import format_duration, parse_duration, parse_size
 
 DEFAULT_CONFIG = Path("/etc/jobd/jobd.toml")
 
@@ -174,6 +176,17 @@ class PoolSection:
         _duration_range(0.1, 3600),
         "How long importing `modules` and booting a worker may take.",
     )
+    max_jobs_per_worker: int = setting(
+        0,
+        _int_range(0, 2**31 - 1),
+        "Retire a worker after this many jobs, give or take 10% so that workers do "
+        "not all restart together; 0 never.",
+    )
+    max_worker_rss: int = setting(
+        0,
+        parse_size,
+        "Retire a worker, after its current job, once its RSS exceeds this; 0 never.",
+    )
     pipeline_budget: float = setting(
         0.002,
         _duration_range(0, 1),
@@ -189,6 +202,7 @@ class StoreSection:
         _duration_range(0.01, 600),
         "Bound on every database call of the master (SQLite busy timeout, "
         "PostgreSQL statement and lock timeout).",
+        reloadable=False,
     )
     poll_interval: float = setting(
         1.0,
@@ -221,6 +235,96 @@ class LimitsSection:
     time_limit: float | None = _limit("time_limit")
     soft_time_limit: float | None = _limit("soft_time_limit")
     memory_limit: int | None = _limit("memory_limit")
+    address_space_limit: int | None = _limit("address_space_limit")
+    cpu_time_limit: float | None = _limit("cpu_time_limit")
+    open_files_limit: int | None = _limit("open_files_limit")
+    isolation: str = _limit("isolation")
+    memory_check_interval: float = setting(
+        0.2,
+        _duration_range(0.01, 60),
+        "How often the master samples the RSS of workers whose job has a memory_limit.",
+    )
+    kill_grace: float = setting(
+        3.0,
+        _duration_range(0, 600),
+        "After a hard time limit: how long SIGTERM may take before SIGKILL.",
+    )
+
+
+def _cron_or_off(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
+        return "off"
+    return check_cron(value)
+
+
+def _fraction(value: object) -> float:
+    try:
+        number = float(value) if isinstance(value, int | float | str) else math.nan
+    except ValueError:
+        number = math.nan
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{value!r} is not a number between 0 and 1")
+    return number
+
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class RetentionSection:
+    completed_after: float = setting(
+        7 * DAY,
+        _duration_range(0, 36500 * DAY),
+        "Succeeded and cancelled jobs, with their attempts, are deleted this long after "
+        "they finished.",
+    )
+    failed_after: float = setting(
+        30 * DAY,
+        _duration_range(0, 36500 * DAY),
+        "Failed jobs, with their attempts, are deleted this long after they finished.",
+    )
+    schedule: str = setting(
+        "0 3 * * *",
+        _cron_or_off,
+        'When the built-in schedule `jobd.cleanup` runs the cleanup (cron, UTC); "off" '
+        "disables it (`jobd cleanup` still works).",
+    )
+    queue: str = setting("default", check_queue_name, "Queue of the cleanup jobs.")
+    batch_size: int = setting(
+        500,
+        _int_range(1, 100_000),
+        "Jobs deleted per transaction: each transaction holds SQLite's write lock briefly.",
+    )
+
+
+@dataclass(frozen=True)
+class HealthSection:
+    node_stale_after: float = setting(
+        30.0,
+        _duration_range(1, DAY),
+        "`jobd health`: a node whose heartbeat is older than this is dead "
+        "(must exceed store.heartbeat_interval).",
+    )
+    ready_max_age: float = setting(
+        300.0,
+        _duration_range(1, 365 * DAY),
+        "`jobd health`: unhealthy when a ready job has waited longer than this.",
+    )
+    failure_window: float = setting(
+        900.0,
+        _duration_range(1, 365 * DAY),
+        "`jobd health`: the window over which the failure rate of attempts is measured.",
+    )
+    failure_rate: float = setting(
+        0.25,
+        _fraction,
+        "`jobd health`: unhealthy when more than this fraction of the window's attempts failed.",
+    )
+    failure_min_attempts: int = setting(
+        20,
+        _int_range(1, 2**31 - 1),
+        "`jobd health`: with fewer attempts in the window the failure rate is not judged.",
+    )
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -228,7 +332,11 @@ SECTIONS: dict[str, type[Any]] = {
     "pool": PoolSection,
     "store": StoreSection,
     "limits": LimitsSection,
+    "retention": RetentionSection,
+    "health": HealthSection,
 }
+# Schedule names that jobd's own schedules use (jobd.scheduling).
+RESERVED_SCHEDULES = ("jobd.cleanup",)
 
 
 @dataclass(frozen=True)
@@ -239,8 +347,12 @@ class Settings:
     pool: PoolSection = field(default_factory=PoolSection)
     store: StoreSection = field(default_factory=StoreSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
+    health: HealthSection = field(default_factory=HealthSection)
     # per routine name: validated policy overrides from [routines."mod:fn"]
     routines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # [[schedules]], in file order (reloadable; no environment overrides)
+    schedules: tuple[Schedule, ...] = ()
     source: Path | None = None
 
     def limit_defaults(self) -> dict[str, Any]:
@@ -280,11 +392,11 @@ def load(
     environ = os.environ if environ is None else environ
     data = _read_toml(path, required) if path is not None else {}
     where = str(path) if path is not None else "config"
-    unknown = set(data) - set(SECTIONS) - {"routines"}
+    unknown = set(data) - set(SECTIONS) - {"routines", "schedules"}
     if unknown:
         raise ConfigError(
             f"{where}: unknown section [{sorted(unknown)[0]}] "
-            f"(known: {', '.join([*SECTIONS, 'routines'])})"
+            f"(known: {', '.join([*SECTIONS, 'routines', 'schedules'])})"
         )
     sections = {
         name: _load_section(name, cls, data.get(name, {}), environ, where)
@@ -293,7 +405,10 @@ def load(
     if path is not None:
         sections["jobd"] = _anchor_paths(sections["jobd"], path, environ)
     settings = Settings(
-        **sections, routines=_load_routines(data.get("routines", {}), where), source=path
+        **sections,
+        routines=_load_routines(data.get("routines", {}), where),
+        schedules=_load_schedules(data.get("schedules", []), where),
+        source=path,
     )
     _cross_check(settings, where)
     return settings
@@ -359,6 +474,28 @@ def _load_routines(table: object, where: str) -> dict[str, dict[str, Any]]:
     return routines
 
 
+def _load_schedules(tables: object, where: str) -> tuple[Schedule, ...]:
+    if not isinstance(tables, list):
+        raise ConfigError(f"{where}: schedules must be an array of tables: [[schedules]]")
+    schedules: list[Schedule] = []
+    for index, table in enumerate(tables):
+        place = f"{where}: schedules[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{place} must be a table")
+        try:
+            schedule = parse_schedule(table, place)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if schedule.name in RESERVED_SCHEDULES:
+            raise ConfigError(f"{place}.name: {schedule.name!r} is reserved for jobd's schedule")
+        if any(other.name == schedule.name for other in schedules):
+            raise ConfigError(
+                f"{place}.name: {schedule.name!r} is used by another schedule; give each a name"
+            )
+        schedules.append(schedule)
+    return tuple(schedules)
+
+
 def _anchor_paths(jobd: JobdSection, config: Path, environ: Mapping[str, str]) -> JobdSection:
     """Relative paths in the file are relative to the file, not the working directory."""
     database = jobd.database
@@ -391,6 +528,28 @@ def _cross_check(settings: Settings, where: str) -> None:
             f"{where}: limits.soft_time_limit ({format_duration(limits.soft_time_limit)}) "
             f"must be below limits.time_limit ({format_duration(limits.time_limit)})"
         )
+    if settings.health.node_stale_after <= settings.store.heartbeat_interval:
+        raise ConfigError(
+            f"{where}: health.node_stale_after "
+            f"({format_duration(settings.health.node_stale_after)}) must exceed "
+            f"store.heartbeat_interval ({format_duration(settings.store.heartbeat_interval)})"
+        )
+
+
+def keep_unreloadable(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """`new` with the running values of settings SIGHUP cannot change; their names."""
+    changed = not_reloadable_changes(old, new)
+    if not changed:
+        return new, []
+    sections = {}
+    for name in SECTIONS:
+        kept = {
+            key.split(".", 1)[1]: getattr(getattr(old, name), key.split(".", 1)[1])
+            for key in changed
+            if key.startswith(f"{name}.")
+        }
+        sections[name] = dataclasses.replace(getattr(new, name), **kept)
+    return dataclasses.replace(new, **sections), changed
 
 
 def not_reloadable_changes(old: Settings, new: Settings) -> list[str]:
@@ -410,6 +569,7 @@ def to_json(settings: Settings) -> dict[str, Any]:
     """Settings as JSON, for the template process (it does not re-read the file)."""
     data: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in SECTIONS}
     data["routines"] = {name: dict(values) for name, values in settings.routines.items()}
+    data["schedules"] = [{"name": s.name, **s.definition()} for s in settings.schedules]
     data["source"] = None if settings.source is None else str(settings.source)
     return data
 
@@ -423,8 +583,12 @@ def from_json(data: Mapping[str, Any]) -> Settings:
         }
         sections[name] = cls(**values)
     source = data.get("source")
+    schedules = tuple(Schedule.from_definition(s["name"], s) for s in data.get("schedules", ()))
     return Settings(
-        **sections, routines=data["routines"], source=None if source is None else Path(source)
+        **sections,
+        routines=data["routines"],
+        schedules=schedules,
+        source=None if source is None else Path(source),
     )
 
 
@@ -485,7 +649,35 @@ def render_markdown() -> str:
             f"{policy_field.metadata['doc']} |"
         )
     lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _schedules_markdown())
+
+
+def _schedules_markdown() -> list[str]:
+    lines = [
+        "## [[schedules]]",
+        "",
+        "Each `[[schedules]]` table enqueues a routine on a cron expression or an "
+        "interval; see [scheduling.md](scheduling.md) for time zones, DST and missed "
+        "fires. Reloadable; set in the file only (no environment overrides). "
+        "Besides these, jobd's own schedule `jobd.cleanup` runs the retention "
+        "cleanup (`[retention] schedule`).",
+        "",
+        "```toml",
+        "[[schedules]]",
+        'name = "nightly-report"',
+        'routine = "app.jobs:report"',
+        'cron = "30 2 * * *"',
+        'timezone = "Europe/Berlin"',
+        'kwargs = { format = "pdf" }',
+        "```",
+        "",
+        "| key | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for key, default, doc in SCHEDULE_DOCS:
+        lines.append(f"| `{key}` | {default} | {doc} |")
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from jobd import exitcodes
-from jobd.cli import commands
+from jobd.cli import commands, scheduling
 from jobd.cli.commands import UsageError
 from jobd.client import UnknownRoutine
 from jobd.settings import ConfigError
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobd",
         parents=[common],
         description="A job-processing daemon: a pre-forked worker pool over a durable SQL queue.",
-        epilog="Exit codes: 0 ok, 1 runtime failure, 2 usage or config, 3 worker boot failure, "
+        epilog="Exit codes: 0 ok, 1 runtime failure (`jobd health`: unhealthy), 2 usage or "
+        "config, 3 worker boot failure, "
         "4 database schema missing or out of date (run `jobd db upgrade`).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -89,13 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         command.add_argument("id", type=int, help="job id")
 
-    add("status", commands.status, "queues, nodes and workers", json=True)
-    add(
-        "routines",
-        commands.routines,
-        "the routines workers registered, with their policy",
-        json=True,
-    )
+    _add_inspection(add)
+    scheduling.add_commands(add)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -108,6 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rate", type=float, default=2.0, help="example jobs enqueued per second")
     return parser
+
+
+def _add_inspection(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """status, stats, logs, routines: looking at a running jobd."""
+    add("status", commands.status, "queues, nodes and workers", json=True)
+    stats = add(
+        "stats",
+        commands.stats,
+        "per routine: runs, success rate, durations, memory, limits hit",
+        json=True,
+    )
+    stats.add_argument("--since", default="24h", help="the window of attempts (default 24h)")
+    stats.add_argument("--routine", help="only this routine")
+    logs = add("logs", commands.logs, "the journal of the jobd unit, by worker or job")
+    logs.add_argument("--worker", type=int, help="only this worker (slot number)")
+    logs.add_argument("--job", type=int, help="only this job (every attempt)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    logs.add_argument("-n", "--lines", type=int, help="the last N entries")
+    logs.add_argument("--unit", default="jobd", help="the systemd unit (default jobd)")
+    add(
+        "routines",
+        commands.routines,
+        "the routines workers registered, with their policy",
+        json=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from jobd.cli.output import age, local_time, print_json, print_table, seconds, s
 from jobd.client import Client, run_at
 from jobd.settings import Settings, config_path, load
 from jobd.store.base import Job
+from jobd.units import parse_duration
 
 
 class UsageError(Exception):
@@ -53,22 +55,25 @@ def _json_arg(text: str, name: str, kind: type) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    return run_master(settings)
+    return run_master(settings, reload=lambda: load_settings(args))
 
 
-def run_master(settings: Settings) -> int:
+def run_master(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
     from jobd import logs
     from jobd.store import open_store
     from jobd.supervisor.master import Master
 
     logs.setup(settings.jobd.log_level, "master")
+    if settings.source is not None:
+        # jobd's own routines (the retention cleanup) read the config the master runs with.
+        os.environ["JOBD_CONFIG"] = str(settings.source.resolve())
     store = open_store(
         settings.jobd.database,
         timeout=settings.store.timeout,
         sqlite_synchronous=settings.store.sqlite_synchronous,
     )
     try:
-        return Master(settings, store).run()
+        return Master(settings, store, reload=reload).run()
     finally:
         store.close()
 
@@ -315,6 +320,66 @@ def routines(args: argparse.Namespace) -> int:
         ],
     )
     return exitcodes.OK
+
+
+def stats(args: argparse.Namespace) -> int:
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    with open_client(args) as client:
+        found = client.store.routine_stats(time.time() - window, routine=args.routine)
+    if args.json:
+        print_json({"since_seconds": window, "routines": [s.to_json() for s in found]})
+        return exitcodes.OK
+    if not found:
+        print(f"no attempts finished in the last {seconds(window)}")
+        return exitcodes.OK
+    print_table(
+        ["routine", "runs", "success", "p50", "p95", "max", "peak rss", "cpu", "limits hit"],
+        [
+            [
+                s.routine,
+                s.runs,
+                f"{s.success_rate:.1%}",
+                seconds(s.p50),
+                seconds(s.p95),
+                seconds(s.max_duration),
+                size(s.peak_rss),
+                seconds(s.cpu_seconds),
+                s.limit_violations,
+            ]
+            for s in found
+        ],
+    )
+    return exitcodes.OK
+
+
+def logs(args: argparse.Namespace) -> int:
+    """journalctl with jobd's fields as matches; replaces this process."""
+    import shutil
+
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        raise UsageError("journalctl not found: `jobd logs` reads the systemd journal")
+    argv = journal_command(journalctl, args.unit, args.worker, args.job, args.follow, args.lines)
+    os.execv(journalctl, argv)
+    return exitcodes.FAILURE  # not reached
+
+
+def journal_command(
+    journalctl: str, unit: str, worker: int | None, job: int | None, follow: bool, lines: int | None
+) -> list[str]:
+    argv = [journalctl, "--unit", unit]
+    if worker is not None:
+        argv.append(f"JOBD_WORKER={worker}")
+    if job is not None:
+        argv.append(f"JOBD_JOB_ID={job}")
+    if follow:
+        argv.append("--follow")
+    if lines is not None:
+        argv += ["--lines", str(lines)]
+    return argv
 
 
 # -- db -----------------------------------------------------------------------

@@ -58,7 +58,7 @@ def run_demo(directory: Path, rate: float) -> int:
     )
     producer = _start_producer(settings, rate)
     try:
-        return run_master(settings)
+        return run_master(settings, reload=lambda: load(config))
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(producer, signal.SIGTERM)

@@ -229,6 +229,66 @@ class QueueStats:
         }
 
 
+LIMIT_OUTCOMES = ("time_limit_exceeded", "memory_limit_exceeded", "soft_timeout")
+
+
+@dataclass(frozen=True)
+class RoutineStats:
+    """The performance record of one routine over a window of attempts."""
+
+    routine: str
+    runs: int
+    succeeded: int
+    outcomes: dict[str, int]
+    p50: float | None
+    p95: float | None
+    max_duration: float | None
+    peak_rss: int | None
+    cpu_seconds: float
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.runs if self.runs else 0.0
+
+    @property
+    def limit_violations(self) -> int:
+        return sum(self.outcomes.get(outcome, 0) for outcome in LIMIT_OUTCOMES)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "routine": self.routine,
+            "runs": self.runs,
+            "succeeded": self.succeeded,
+            "success_rate": round(self.success_rate, 4),
+            "p50_seconds": self.p50,
+            "p95_seconds": self.p95,
+            "max_seconds": self.max_duration,
+            "peak_rss": self.peak_rss,
+            "cpu_seconds": round(self.cpu_seconds, 6),
+            "limit_violations": self.limit_violations,
+            "outcomes": self.outcomes,
+        }
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))  # ceil without float surprises
+    return ordered[int(rank) - 1]
+
+
+@dataclass(frozen=True)
+class QueueLoad:
+    """What is waiting in one queue, counted up to a cap (an index range, never a scan)."""
+
+    queue: str
+    queued: int  # all queued, delayed ones included
+    ready: int  # run_at has come
+    oldest_ready: float | None  # run_at of the longest-waiting ready job
+    capped: bool  # the counts stopped at the cap
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     id: int
@@ -251,6 +311,64 @@ class NodeInfo:
             "stopped_at": iso(self.stopped_at),
             **self.info,
         }
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """A stored schedule: its definition and how far firing it has got."""
+
+    name: str
+    definition: dict[str, Any]  # jobd.schedule.Schedule.definition()
+    defined_at: float  # when this definition was first stored
+    fired_until: float  # fires up to here are handled (enqueued, or skipped as too old)
+    next_fire_at: float | None
+    last_fire_at: float | None
+    last_job_id: int | None
+    last_job_state: str | None  # the last fire's job now; None before any fire or once deleted
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire of a schedule to insert, and the job it enqueues."""
+
+    schedule: str
+    fire_at: float
+    job: NewJob
+
+
+@dataclass(frozen=True)
+class ScheduleProgress:
+    """A schedule's cursor after a scheduler pass, and its next fire (for people)."""
+
+    name: str
+    fired_until: float
+    next_fire_at: float | None
+
+
+@dataclass(frozen=True)
+class FiredJob:
+    """A fire this call inserted (not one another master had), and its job."""
+
+    schedule: str
+    fire_at: float
+    job_id: int
+    queue: str
+
+
+# Attempt outcomes that are not failures of the job's code or limits.
+NOT_FAILURES = ("succeeded", "cancelled", "interrupted")
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    """What `jobd health` judges, read in one transaction."""
+
+    nodes: list[NodeInfo]  # not stopped (live or stale)
+    oldest_ready: dict[str, float]  # per queue: run_at of its oldest ready job
+    orphaned: list[tuple[int, int | None]]  # running jobs whose node is dead: (job, node)
+    orphaned_count: int
+    attempts: int  # attempts that finished in the window
+    failures: int  # of which ended in an outcome outside NOT_FAILURES
 
 
 def loads_or_none(text: str | None) -> Any:
@@ -318,5 +436,51 @@ class Store(Protocol):
     def queue_stats(self) -> list[QueueStats]: ...
 
     def nodes(self, include_stopped: bool = False) -> list[NodeInfo]: ...
+
+    # -- schedules (jobd/store/schedules.py)
+    def sync_schedules(
+        self,
+        definitions: dict[str, dict[str, Any]],
+        next_fires: dict[str, float | None],
+        now: float,
+    ) -> None:
+        """Make the stored schedules the configured ones, in one transaction.
+
+        A new schedule, or one whose definition changed, gets `defined_at`
+        and `fired_until` = `now` (so it never catches up fires from before
+        it existed) and its next fire from `next_fires`; an unchanged one
+        keeps its cursor and history. Stored schedules not in `definitions`
+        are deleted (their past fires stay until retention prunes them).
+        """
+
+    def schedule_states(self) -> list[ScheduleState]:
+        """Every stored schedule, by name, with the state of its last fire's job."""
+
+    def fire_schedules(
+        self, node_id: int | None, fires: list[Fire], progress: list[ScheduleProgress], now: float
+    ) -> list[FiredJob]:
+        """Insert fires and their jobs, and advance cursors, in one transaction.
+
+        A fire whose (schedule, fire_at) is already stored (another master
+        inserted it) is skipped, and its job with it (INSERT ... ON CONFLICT
+        DO NOTHING on both dialects). Cursors and next fires only move
+        forward; `last_fire_at`/`last_job_id` follow the latest fire
+        inserted. Returns the fires this call inserted. Masters are woken
+        for the new jobs after the commit.
+        """
+
+    # -- retention and health (jobd/store/maintenance.py)
+    def delete_finished(self, state: str, before: float, limit: int) -> tuple[int, int]:
+        """Delete up to `limit` jobs in the finished `state` whose `finished_at` is
+        before `before`, oldest first, and their attempts, in one transaction;
+        (jobs, attempts) deleted. Fewer than `limit` jobs means none is left."""
+
+    def delete_fires(self, before: float, limit: int) -> int:
+        """Delete up to `limit` schedule fires older than `before`, in one transaction."""
+
+    def health_facts(self, now: float, stale_before: float, window_start: float) -> HealthFacts:
+        """Live nodes, the oldest ready job per queue, running jobs whose node is
+        stopped, unknown or has no heartbeat since `stale_before`, and attempt
+        counts since `window_start`."""
 
     def close(self) -> None: ...

@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 # The head of the migration history (jobd/store/migrations/versions); the
 # master compares it with `alembic_version` without importing Alembic.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -136,3 +136,32 @@ routines = Table(
     Column("policy", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# One row per configured schedule (revision 0002). `fired_until` is the
+# cursor: fires up to it are handled (enqueued or skipped as too old);
+# `definition` is the schedule's JSON, and a new one moves the cursor to the
+# time it was stored, so a changed schedule never "catches up" its past.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("definition", Text, nullable=False),
+    Column("defined_at", Float, nullable=False),
+    Column("fired_until", Float, nullable=False),
+    Column("next_fire_at", Float),
+    Column("last_fire_at", Float),
+    Column("last_job_id", Id),
+)
+
+# One row per fire. The primary key is the unique (schedule, fire_at) key
+# that makes a fire enqueued once however many masters insert it.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column("schedule", String(255), primary_key=True),
+    Column("fire_at", Float, primary_key=True),
+    Column("job_id", Id),
+    Column("node_id", Id),
+    Column("inserted_at", Float, nullable=False),
+)
+Index("ix_schedule_fires_fire_at", schedule_fires.c.fire_at)

@@ -32,22 +32,31 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from jobd.store import schema
+from jobd.store import maintenance, schema
+from jobd.store import schedules as schedule_sql
 from jobd.store.base import (
     Attempt,
     Claim,
     EnqueueResult,
+    Fire,
+    FiredJob,
+    HealthFacts,
     InvalidTransition,
     Job,
     JobNotFound,
     JobState,
     NewJob,
     NodeInfo,
+    QueueLoad,
     QueueStats,
+    RoutineStats,
+    ScheduleProgress,
+    ScheduleState,
     SchemaError,
     Settle,
     StoreError,
     loads_or_none,
+    percentile,
 )
 from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
 from jobd.store.hotpath import (
@@ -584,11 +593,74 @@ class SQLStore:
             raise JobNotFound(job_id)
         return _job_from_row(row)
 
+    def queue_load(
+        self, queues: tuple[str, ...], now: float, cap: int = 100_000
+    ) -> dict[str, QueueLoad]:
+        """Per queue: queued and ready jobs and the oldest ready one, each read capped."""
+        loads = {}
+        with self._transaction(write=False) as conn:
+            for queue in queues:
+                rows = (
+                    select(jobs.c.run_at)
+                    .where(IS_QUEUED, jobs.c.queue == queue)
+                    .limit(cap)
+                    .subquery()
+                )
+                ready = case((rows.c.run_at <= now, 1), else_=0)
+                oldest = func.min(case((rows.c.run_at <= now, rows.c.run_at), else_=None))
+                queued, ready_count, oldest_ready = conn.execute(
+                    select(func.count(), func.coalesce(func.sum(ready), 0), oldest)
+                ).one()
+                loads[queue] = QueueLoad(
+                    queue, int(queued), int(ready_count), oldest_ready, int(queued) >= cap
+                )
+        return loads
+
     def count_queued(self, queues: tuple[str, ...], cap: int = 100_000) -> int:
         """Queued jobs in `queues`, counted up to `cap` (an index range, never a scan)."""
         capped = select(jobs.c.id).where(IS_QUEUED, jobs.c.queue.in_(queues)).limit(cap).subquery()
         with self._transaction(write=False) as conn:
             return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
+
+    def routine_stats(self, since: float, routine: str | None = None) -> list[RoutineStats]:
+        """Per routine, the attempts that finished since `since` (epoch seconds)."""
+        stmt = select(
+            attempts.c.routine, attempts.c.outcome, attempts.c.started_at,
+            attempts.c.finished_at, attempts.c.peak_rss, attempts.c.cpu_seconds,
+        ).where(attempts.c.finished_at >= since)  # fmt: skip
+        if routine is not None:
+            stmt = stmt.where(attempts.c.routine == routine)
+        durations: dict[str, list[float]] = {}
+        outcomes: dict[str, dict[str, int]] = {}
+        peaks: dict[str, int] = {}
+        cpu: dict[str, float] = {}
+        with self._transaction(write=False) as conn:
+            for name, outcome, started, finished, rss, seconds in conn.execute(stmt):
+                counts = outcomes.setdefault(name, {})
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if started is not None:
+                    durations.setdefault(name, []).append(max(finished - started, 0.0))
+                if rss is not None:
+                    peaks[name] = max(peaks.get(name, 0), rss)
+                cpu[name] = cpu.get(name, 0.0) + (seconds or 0.0)
+        stats = []
+        for name in sorted(outcomes):
+            ordered = sorted(durations.get(name, []))
+            counts = outcomes[name]
+            stats.append(
+                RoutineStats(
+                    routine=name,
+                    runs=sum(counts.values()),
+                    succeeded=counts.get("succeeded", 0),
+                    outcomes=counts,
+                    p50=percentile(ordered, 0.5),
+                    p95=percentile(ordered, 0.95),
+                    max_duration=ordered[-1] if ordered else None,
+                    peak_rss=peaks.get(name),
+                    cpu_seconds=cpu.get(name, 0.0),
+                )
+            )
+        return stats
 
     def queue_stats(self, now: float | None = None) -> list[QueueStats]:
         counts: dict[str, dict[str, int]] = {}
@@ -606,6 +678,33 @@ class SQLStore:
             for queue, run_at in conn.execute(ready.group_by(jobs.c.queue)):
                 oldest[queue] = run_at
         return [QueueStats(q, counts[q], oldest.get(q)) for q in sorted(counts)]
+
+    # -- schedules, retention, health: statements in schedules.py and maintenance.py
+
+    def sync_schedules(
+        self,
+        definitions: dict[str, dict[str, Any]],
+        next_fires: dict[str, float | None],
+        now: float,
+    ) -> None:
+        schedule_sql.sync_schedules(self, definitions, next_fires, now)
+
+    def schedule_states(self) -> list[ScheduleState]:
+        return schedule_sql.schedule_states(self)
+
+    def fire_schedules(
+        self, node_id: int | None, fires: list[Fire], progress: list[ScheduleProgress], now: float
+    ) -> list[FiredJob]:
+        return schedule_sql.fire_schedules(self, node_id, fires, progress, now)
+
+    def delete_finished(self, state: str, before: float, limit: int) -> tuple[int, int]:
+        return maintenance.delete_finished(self, state, before, limit)
+
+    def delete_fires(self, before: float, limit: int) -> int:
+        return maintenance.delete_fires(self, before, limit)
+
+    def health_facts(self, now: float, stale_before: float, window_start: float) -> HealthFacts:
+        return maintenance.health_facts(self, now, stale_before, window_start)
 
 
 # -- helpers -----------------------------------------------------------------

@@ -96,6 +96,10 @@ class Launcher(Protocol):
 
     def kill(self, pid: int, signum: int) -> None: ...
 
+    def kill_group(self, pgid: int, signum: int) -> None: ...
+
+    def rss(self, pid: int, with_children: bool = False) -> int | None: ...
+
     def reap(self) -> list[tuple[int, int]]: ...
 
 
@@ -178,6 +182,25 @@ class ProcessLauncher:
     def kill(self, pid: int, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
+
+    def kill_group(self, pgid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signum)
+
+    def rss(self, pid: int, with_children: bool = False) -> int | None:
+        """Current resident memory of a process (and its descendants), or None if gone."""
+        import psutil
+
+        try:
+            process = psutil.Process(pid)
+            total = int(process.memory_info().rss)
+            if with_children:
+                for child in process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        total += int(child.memory_info().rss)
+            return total
+        except psutil.Error:
+            return None
 
     def reap(self) -> list[tuple[int, int]]:
         """Every child that has exited, until none is left (WNOHANG).

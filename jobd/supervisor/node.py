@@ -9,11 +9,11 @@ that node's running jobs back at once instead of waiting for a timeout.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from jobd.policy import Policy
 from jobd.store.base import Claim, Settle, StoreError
 from jobd.supervisor.outcomes import after_attempt, death_attempt
 
@@ -53,14 +53,13 @@ def rescue_dead_local_nodes(master: Master, now: float) -> None:
                 "lost",
                 f"node {node_id} (master pid {pid}) died while the job ran",
             )
-            policy = master.policies.get(claim.routine) or Policy()
             return after_attempt(
                 claim,
                 attempt,
-                policy,
+                master.workforce.policy(claim.routine),
                 now,
                 master.rand.random(),
-                failed_hook=claim.routine in master.failed_hooks,
+                failed_hook=claim.routine in master.workforce.failed_hooks,
             )
 
         settles = master.store.rescue_node(other.id, now, decide)
@@ -73,11 +72,49 @@ def rescue_dead_local_nodes(master: Master, now: float) -> None:
         master.dry = False
 
 
+class Rates:
+    """Jobs done and failed per minute, from the master's counters sampled each heartbeat."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def sample(self, mono: float, done: int, failed: int) -> None:
+        self._samples.append((mono, done, failed))
+        while len(self._samples) > 2 and mono - self._samples[1][0] >= self.WINDOW:
+            self._samples.popleft()
+
+    def per_minute(self) -> tuple[float | None, float | None]:
+        if len(self._samples) < 2:
+            return None, None
+        (t0, done0, failed0), (t1, done1, failed1) = self._samples[0], self._samples[-1]
+        if t1 <= t0:
+            return None, None
+        scale = 60.0 / (t1 - t0)
+        return (done1 - done0) * scale, (failed1 - failed0) * scale
+
+
+def short(number: float) -> str:
+    """120 -> "120", 1234 -> "1.2k", 2500000 -> "2.5M"."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if number >= size:
+            return f"{number / size:.1f}{unit}"
+    return f"{number:.0f}"
+
+
 def heartbeat(master: Master, now: float) -> None:
-    """Record liveness and worker status; act on cancels; refresh the titles."""
+    """Record liveness and worker status; act on cancels; STATUS= for systemd."""
+    counters = master.counters
+    master.rates.sample(
+        master.clock.monotonic(), counters["succeeded"] + counters["failed"], counters["failed"]
+    )
     try:
         master.store.heartbeat(master.node_id, now, node_info(master))
-        master.queued_estimate = master.store.count_queued(master.settings.pool.queues)
+        load = master.store.queue_load(master.settings.pool.queues, now)
+        master.queued_estimate = sum(q.queued for q in load.values())
+        oldest = min((q.oldest_ready for q in load.values() if q.oldest_ready), default=None)
+        master.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
         _cancel_requested(master, master.store.cancel_requests(master.node_id))
         rescue_dead_local_nodes(master, now)
     except StoreError as exc:
@@ -93,7 +130,7 @@ def _cancel_requested(master: Master, job_ids: list[int]) -> None:
         current = worker.current
         if current is not None and current.id in wanted and worker.kill_reason is None:
             log.info("job %s cancelled while running: stopping worker %s", current.id, worker.slot)
-            master.terminate(worker, "cancelled", "cancelled while running")
+            master.workforce.terminate(worker, "cancelled", "cancelled while running")
 
 
 def node_info(master: Master) -> dict[str, Any]:
@@ -121,9 +158,9 @@ def node_info(master: Master) -> dict[str, Any]:
         )
     return {
         "phase": master.phase.value,
-        "generation": master.generation,
+        "generation": master.workforce.generation,
         "queues": list(master.settings.pool.queues),
-        "target": master.target,
+        "target": master.workforce.target,
         "min_workers": master.settings.pool.min_workers,
         "max_workers": master.settings.pool.max_workers,
         "counters": dict(master.counters),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from jobd.store.base import Claim
 from jobd.supervisor.children import Channel
+from jobd.supervisor.limits import Verdict
 
 PIPELINE_MAX_DEPTH = 16
 # What a job costs beyond its own runtime (two pipe messages, a row): a
@@ -42,6 +43,9 @@ class InFlight:
     claim: Claim
     started: float | None = None  # wall clock, once it is at the head of the pipe
     started_mono: float | None = None
+    horse: int | None = None  # pid (and process group) of its isolated process
+    verdict: Verdict | None = None  # the limit the master killed it for
+    kill_at: float | None = None  # monotonic: SIGKILL the horse's group after SIGTERM
 
 
 @dataclass(eq=False)
@@ -53,16 +57,26 @@ class Worker:
     pid: int | None = None
     booted: bool = False
     retiring: bool = False  # told to stop after what it has; not replaced one-for-one
+    standby: bool = False  # of a reload still booting: no jobs until it takes over
     inflight: deque[InFlight] = field(default_factory=deque)
     jobs_done: int = 0
     kill_reason: tuple[str, str] | None = None  # (outcome, message) if the master killed it
     kill_at: float | None = None  # monotonic deadline for SIGKILL after SIGTERM
+    kill_rss: int | None = None  # the RSS that got it killed
+    signalled: int | None = None  # the last signal the master sent it
     boot_error: str | None = None
+    job_quota: int | None = None  # retire after this many jobs (max_jobs_per_worker)
     exited: bool = False
 
     @property
     def accepting(self) -> bool:
-        return self.booted and not self.retiring and self.kill_reason is None and not self.exited
+        return (
+            self.booted
+            and not self.retiring
+            and not self.standby
+            and self.kill_reason is None
+            and not self.exited
+        )
 
     @property
     def idle(self) -> bool:

@@ -21,6 +21,7 @@ HANDLED = (
     signal.SIGCHLD,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR2,  # only acted on with JOBD_DEBUG_HANG=1 (a watchdog test)
 )
 
 

@@ -1,26 +1,33 @@
 """Running one job inside a worker and describing what happened.
 
-`execute` takes a decoded run message and returns the `done` line for the
-master. It never lets a job's exception escape, except `JobTerminated`
-(the worker was told to stop now). It measures wall time and CPU seconds
-of the attempt; the result goes back as JSON text.
+`Runner.run` takes a decoded run message and returns the `done` line for
+the master. It never lets a job's exception escape, except `JobTerminated`
+(the worker was told to stop now). It applies the routine's limits for the
+attempt (worker/limits.py) and measures wall time, CPU seconds and peak
+RSS. A routine with `isolation = "process"` runs each attempt in a fresh
+child ("horse", worker/horse.py). The result goes back as JSON text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import re
-import resource
+import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from jobd.errors import JobTerminated, JobTimeout
 from jobd.hooks import JobContext, WorkerInfo, registered_hooks, set_current_job
 from jobd.payload import dumps
+from jobd.policy import Policy
 from jobd.routines import REGISTRY, Routine
+from jobd.settings import Settings
+from jobd.worker.limits import METER, applied
 
 log = logging.getLogger("jobd.worker")
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -50,18 +57,13 @@ def find_routine(name: str) -> Routine[Any, Any]:
 
 def error_type(exc: BaseException) -> str:
     cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def peak_rss() -> int:
-    """This process's peak resident set size so far, in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def execute(message: dict[str, Any], worker: WorkerInfo) -> bytes:
-    job = JobContext(
+def context(message: dict[str, Any], worker: WorkerInfo) -> JobContext:
+    return JobContext(
         id=message["id"],
         routine=message["routine"],
         queue=message["queue"],
@@ -70,36 +72,81 @@ def execute(message: dict[str, Any], worker: WorkerInfo) -> bytes:
         enqueued_at=message["enqueued_at"],
         worker=worker,
     )
-    hooks = registered_hooks()
-    started, cpu = time.time(), time.process_time()
-    set_current_job(job)
-    try:
-        routine = find_routine(job.routine)
+
+
+class Runner:
+    """Runs the jobs of one worker; `send` writes a line to the master."""
+
+    def __init__(
+        self, worker: WorkerInfo, settings: Settings | None, send: Callable[[bytes], None]
+    ) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.send = send
+        self._policies: dict[str, Policy] = {}
+
+    def policy(self, routine: Routine[Any, Any]) -> Policy:
+        policy = self._policies.get(routine.name)
+        if policy is None:
+            policy = self._policies[routine.name] = routine.effective_policy(self.settings)
+        return policy
+
+    def run(self, message: dict[str, Any]) -> bytes:
+        job = context(message, self.worker)
+        try:
+            routine = find_routine(job.routine)
+        except UnknownRoutineError as exc:
+            now = time.time()
+            return failure_reply(job, exc, now, now, 0.0, METER.peak())
+        policy = self.policy(routine)
+        if policy.isolation == "process":
+            from jobd.worker.horse import run_in_horse
+
+            return run_in_horse(self, job, routine, policy, message)
+        return self.run_inline(job, routine, policy, message)
+
+    def run_inline(
+        self, job: JobContext, routine: Routine[Any, Any], policy: Policy, message: dict[str, Any]
+    ) -> bytes:
+        hooks = registered_hooks()
+        METER.reset_peak()
+        started, cpu = time.time(), time.process_time()
+        set_current_job(job)
+        try:
+            with applied(policy):
+                for hook in hooks:
+                    hook.job_processing(job)
+                value = routine.run(*message["args"], **message["kwargs"])
+        except JobTerminated:
+            raise
+        except BaseException as exc:  # the job's failure, whatever it is, is an outcome
+            finished, cpu = time.time(), time.process_time() - cpu
+            for hook in hooks:
+                _quietly(hook.job_failed, job, exc)
+            return failure_reply(job, exc, started, finished, cpu, METER.peak(), METER.current())
+        finally:
+            _flush_output()
+            set_current_job(None)
+        finished, cpu = time.time(), time.process_time() - cpu
+        result = _result_json(job, value)
         for hook in hooks:
-            hook.job_processing(job)
-        value = routine.run(*message["args"], **message["kwargs"])
-    except JobTerminated:
-        raise
-    except BaseException as exc:  # the job's failure, whatever it is, is an outcome
-        return _failed(job, exc, hooks, started, cpu)
-    finally:
-        set_current_job(None)
-    finished, cpu = time.time(), time.process_time() - cpu
-    result = _result_json(job, value)
-    for hook in hooks:
-        _quietly(hook.job_processed, job, value)
-    return (
-        f'{{"op":"done","id":{job.id},"ok":true,"result":{_encode(result)},'
-        f'"started":{started!r},"finished":{finished!r},"cpu":{cpu!r},"rss":{peak_rss()}}}\n'
-    ).encode()
+            _quietly(hook.job_processed, job, value)
+        return (
+            f'{{"op":"done","id":{job.id},"ok":true,"result":{_encode(result)},'
+            f'"started":{started!r},"finished":{finished!r},"cpu":{cpu!r},'
+            f'"rss":{METER.peak()},"rss_now":{METER.current()}}}\n'
+        ).encode()
 
 
-def _failed(
-    job: JobContext, exc: BaseException, hooks: tuple[Any, ...], started: float, cpu: float
+def failure_reply(
+    job: JobContext,
+    exc: BaseException,
+    started: float,
+    finished: float,
+    cpu: float,
+    rss: int,
+    rss_now: int | None = None,
 ) -> bytes:
-    finished, cpu = time.time(), time.process_time() - cpu
-    for hook in hooks:
-        _quietly(hook.job_failed, job, exc)
     text = "".join(traceback.format_exception(exc))
     reply = {
         "op": "done",
@@ -114,7 +161,8 @@ def _failed(
         "started": started,
         "finished": finished,
         "cpu": cpu,
-        "rss": peak_rss(),
+        "rss": rss,
+        "rss_now": rss_now,
     }
     return (_encode(reply) + "\n").encode()
 
@@ -139,7 +187,7 @@ def malformed(line: str) -> bytes | None:
         "started": now,
         "finished": now,
         "cpu": 0.0,
-        "rss": peak_rss(),
+        "rss": METER.peak(),
     }
     return (_encode(reply) + "\n").encode()
 
@@ -156,6 +204,13 @@ def _result_json(job: JobContext, value: Any) -> str | None:
     except TypeError as exc:
         log.warning("job %s (%s): result not stored: %s", job.id, job.routine, exc)
         return None
+
+
+def _flush_output() -> None:
+    """A job's last unterminated line of output goes out tagged with the job."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _quietly(hook: Any, *args: Any) -> None:

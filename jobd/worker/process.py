@@ -26,7 +26,7 @@ from jobd.hooks import WorkerInfo, registered_hooks
 from jobd.linux import set_parent_death_signal
 from jobd.settings import Settings
 from jobd.wire import LineReader, encode
-from jobd.worker.execute import execute, malformed
+from jobd.worker.execute import Runner, malformed
 
 log = logging.getLogger("jobd.worker")
 
@@ -64,7 +64,7 @@ def _serve(
     queues = ",".join(settings.pool.queues)
     title = f"jobd: worker {slot} [{queues}]"
     setproctitle(f"{title} idle")
-    logs.setup(settings.jobd.log_level, f"worker {slot}")
+    logs.setup(settings.jobd.log_level, "worker", slot)
     worker = WorkerInfo(slot=slot, pid=os.getpid(), generation=generation)
     try:
         for hooks in registered_hooks():
@@ -76,7 +76,7 @@ def _serve(
         )
         return EXIT_BOOT_ERROR
     sock.sendall(encode({"op": "hello", "pid": worker.pid, "slot": slot}))
-    return _job_loop(sock, worker, title)
+    return _job_loop(sock, Runner(worker, settings, sock.sendall), title)
 
 
 def _adopted_by(master_pid: int, timeout: float = 5.0) -> bool:
@@ -106,7 +106,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise JobTerminated()
 
 
-def _job_loop(sock: socket.socket, worker: WorkerInfo, title: str) -> int:
+def _job_loop(sock: socket.socket, runner: Runner, title: str) -> int:
     reader = LineReader()
     while True:
         data = sock.recv(262144)
@@ -116,7 +116,7 @@ def _job_loop(sock: socket.socket, worker: WorkerInfo, title: str) -> int:
             op = message.get("op")
             if op == "run":
                 setproctitle(f"{title} busy {message['routine']} #{message['id']}")
-                sock.sendall(execute(message, worker))
+                sock.sendall(runner.run(message))
                 setproctitle(f"{title} idle")
             elif op == "stop":
                 return EXIT_OK

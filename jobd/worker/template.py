@@ -40,7 +40,7 @@ from jobd.worker.process import EXIT_BOOT_ERROR, FORK_BLOCKED, worker_main
 
 log = logging.getLogger("jobd.template")
 
-BUILTIN_MODULES = ("jobd.failure",)
+BUILTIN_MODULES = ("jobd.failure", "jobd.maintenance")
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from jobd.store.base import (
     StoreError,
 )
 from jobd.store.engine import normalize_url
+from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore
 
 NOW = 1_800_000_000.0
@@ -89,9 +90,9 @@ def test_missing_schema_names_the_upgrade_command(db_url: str) -> None:
     store = open_store(db_url, timeout=5)
     with pytest.raises(SchemaError, match="jobd db upgrade"):
         store.check_schema()
-    assert store.upgrade() == (None, "0001")
+    assert store.upgrade() == (None, SCHEMA_REVISION)
     store.check_schema()
-    assert store.upgrade() == ("0001", "0001")
+    assert store.upgrade() == (SCHEMA_REVISION, SCHEMA_REVISION)
     store.close()
 
 
@@ -415,3 +416,25 @@ def test_retry_clears_the_last_run(store: SQLStore, node: int) -> None:
         None,
     )
     assert store.job_attempts(c.id)[0].error_type == "ValueError"  # history stays
+
+
+def test_routine_stats(store: SQLStore, node: int) -> None:
+    store.enqueue([new_job() for _ in range(4)] + [new_job(routine="app.jobs:other")])
+    claims = claim(store, node)
+    outcomes = ["succeeded", "succeeded", "error", "time_limit_exceeded", "succeeded"]
+    settles = []
+    for i, (c, outcome) in enumerate(zip(claims, outcomes, strict=True)):
+        a = attempt_for(c, node, outcome, peak_rss=(i + 1) << 20, cpu_seconds=0.5)
+        a.finished_at = NOW + i + 1  # durations 1..5 s
+        settles.append(Settle(c.id, JobState.SUCCEEDED, a))
+    claim(store, node, limit=0, settles=settles)
+    stats = {s.routine: s for s in store.routine_stats(NOW - 1)}
+    work = stats["app.jobs:work"]
+    assert (work.runs, work.succeeded, work.limit_violations) == (4, 2, 1)
+    assert (work.p50, work.p95, work.max_duration) == (2.0, 4.0, 4.0)
+    assert work.peak_rss == 4 << 20 and work.cpu_seconds == 2.0
+    assert stats["app.jobs:other"].runs == 1
+    assert store.routine_stats(NOW + 100) == []
+    assert [s.routine for s in store.routine_stats(NOW - 1, routine="app.jobs:other")] == [
+        "app.jobs:other"
+    ]

@@ -125,3 +125,98 @@ class Recorder(jobd.Hooks):
 
 
 jobd.add_hooks(Recorder())
+
+
+# -- limits -----------------------------------------------------------------------
+
+_HOARD: list[bytes] = []
+
+
+def _touch(megabytes: int) -> bytearray:
+    block = bytearray(megabytes << 20)
+    for i in range(0, len(block), 4096):  # resident, not just reserved
+        block[i] = 1
+    return block
+
+
+@jobd.routine(soft_time_limit="300ms", time_limit="5s", max_attempts=2, retry_delay=0)
+def soft_limited(events: str) -> None:
+    job = jobd.current_job()
+    assert job is not None
+    try:
+        while True:
+            time.sleep(0.01)
+    except jobd.JobTimeout:
+        note(events, event="cleaned_up", attempt=job.attempt)
+        raise
+
+
+@jobd.routine(time_limit="500ms", max_attempts=1)
+def sleeps_past_limit(events: str) -> None:
+    note(events, event="started")
+    time.sleep(30)
+
+
+@jobd.routine(time_limit="500ms", max_attempts=1)
+def spins_in_c(events: str) -> None:
+    note(events, event="started")
+    sum(range(10**12))  # one C call: no Python signal handler runs meanwhile
+
+
+@jobd.routine(time_limit="500ms", max_attempts=1)
+def ignores_sigterm(events: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    note(events, event="started")
+    time.sleep(30)
+
+
+@jobd.routine(memory_limit="100M", max_attempts=1)
+def grows(events: str, megabytes: int) -> None:
+    note(events, event="started")
+    kept = _touch(megabytes)
+    time.sleep(30)
+    del kept
+
+
+@jobd.routine(address_space_limit="200M", max_attempts=1)
+def reserves(megabytes: int) -> int:
+    return len(bytearray(megabytes << 20))
+
+
+@jobd.routine
+def allocates(megabytes: int) -> int:
+    return len(_touch(megabytes))
+
+
+@jobd.routine(cpu_time_limit="1s", max_attempts=1)
+def burns_cpu() -> None:
+    while True:
+        pass
+
+
+@jobd.routine(open_files_limit=20, max_attempts=1)
+def opens_files(count: int) -> int:
+    handles = [open(os.devnull) for _ in range(count)]  # noqa: SIM115
+    for handle in handles:
+        handle.close()
+    return len(handles)
+
+
+@jobd.routine(isolation="process", time_limit="800ms", max_attempts=1)
+def isolated_with_child(events: str) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    note(events, event="horse", horse=os.getpid(), child=child.pid, worker=os.getppid())
+    time.sleep(60)
+
+
+@jobd.routine(isolation="process")
+def isolated_allocates(megabytes: int) -> int:
+    return len(_touch(megabytes))
+
+
+@jobd.routine
+def leaks(megabytes: int) -> int:
+    _HOARD.append(bytes(_touch(megabytes)))
+    return os.getpid()

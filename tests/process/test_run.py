@@ -84,7 +84,8 @@ def test_sigkill_of_a_busy_worker_is_recorded_and_retried(daemon: Daemon) -> Non
 def test_sigkill_of_the_master_takes_its_workers_and_a_restart_rescues_at_once(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    first = Daemon(tmp_path, store={"poll_interval": "30s", "heartbeat_interval": "30s"})
+    slow = {"poll_interval": "30s", "heartbeat_interval": "30s"}
+    first = Daemon(tmp_path, store=slow, health={"node_stale_after": "120s"})
     daemons.append(first)
     first.start()
     gate = first.gate()
@@ -100,7 +101,7 @@ def test_sigkill_of_the_master_takes_its_workers_and_a_restart_rescues_at_once(
     )
     assert first.client().get(job.id).state == "running"
 
-    second = Daemon(tmp_path, store={"poll_interval": "30s", "heartbeat_interval": "30s"})
+    second = Daemon(tmp_path, store=slow, health={"node_stale_after": "120s"})
     daemons.append(second)
     restarted = time.monotonic()
     second.start()

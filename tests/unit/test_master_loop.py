@@ -49,8 +49,16 @@ class FakeClock:
 
 
 class FakeNotifier:
+    watchdog_usec = 0
+
     def __init__(self) -> None:
         self.sent: list[str] = []
+
+    def reloading(self) -> None:
+        self.sent.append("RELOADING=1")
+
+    def watchdog(self) -> None:
+        self.sent.append("WATCHDOG=1")
 
     def ready(self, status: str) -> None:
         self.sent.append("READY=1")
@@ -135,6 +143,8 @@ class FakeLauncher:
         self.templates: list[FakeTemplate] = []
         self.kills: list[tuple[int, int]] = []
         self.exits: list[tuple[int, int]] = []
+        self.group_kills: list[tuple[int, int]] = []
+        self.memory: dict[int, int] = {}  # pid -> the RSS the master samples
 
     def start_template(self, settings: Settings, generation: int) -> FakeTemplate:
         template = FakeTemplate(generation)
@@ -143,6 +153,12 @@ class FakeLauncher:
 
     def kill(self, pid: int, signum: int) -> None:
         self.kills.append((pid, signum))
+
+    def kill_group(self, pgid: int, signum: int) -> None:
+        self.group_kills.append((pgid, signum))
+
+    def rss(self, pid: int, with_children: bool = False) -> int | None:
+        return self.memory.get(pid)
 
     def reap(self) -> list[tuple[int, int]]:
         exits, self.exits = self.exits, []
@@ -158,7 +174,7 @@ def exited_with(code: int) -> int:
 
 
 class Harness:
-    def __init__(self, store: SQLStore, **pool: Any) -> None:
+    def __init__(self, store: SQLStore, reload: Any = None, **pool: Any) -> None:
         self.clock = FakeClock()
         self.launcher = FakeLauncher()
         self.notifier = FakeNotifier()
@@ -180,8 +196,9 @@ class Harness:
             store,
             launcher=self.launcher,
             clock=self.clock,
-            notifier=self.notifier,
-            signals=False,  # type: ignore[arg-type]
+            notifier=self.notifier,  # type: ignore[arg-type]
+            signals=False,
+            reload=reload,
         )
 
     @property
@@ -279,7 +296,7 @@ def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness
 def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: SQLStore) -> None:
     harness = Harness(store, min_workers=1, max_workers=1)
     (worker,) = harness.boot()
-    harness.master.runtimes.observe(ROUTINE, 0.0001)  # short jobs may queue in a pipe
+    harness.master.workforce.runtimes.observe(ROUTINE, 0.0001)  # short jobs may queue in a pipe
     ids = [harness.enqueue() for _ in range(3)]
     harness.master.dry = False
     orders = [order for _, order in harness.orders([worker])]
@@ -347,10 +364,10 @@ def test_repeated_crashes_back_off_before_respawning(harness: Harness) -> None:
         harness.launcher.exits.append((1000 + n, exited_with(1)))
     harness.step()
     forked = len(harness.template.forks)
-    assert harness.master.spawn_not_before > harness.clock.mono
+    assert harness.master.workforce.spawn_not_before > harness.clock.mono
     harness.step()
     assert len(harness.template.forks) == forked  # still backing off
-    harness.clock.advance(harness.master.spawn_not_before - harness.clock.mono + 0.01)
+    harness.clock.advance(harness.master.workforce.spawn_not_before - harness.clock.mono + 0.01)
     harness.step()
     assert len(harness.template.forks) > forked
     assert workers  # the first generation was booted
@@ -366,7 +383,7 @@ def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harnes
     assert harness.master.store_failures == 1
     harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
     harness.step()
-    assert 1000 not in harness.master.by_pid  # the death was still handled
+    assert 1000 not in harness.master.workforce.by_pid  # the death was still handled
     assert all(w.orders() == [] for w in workers)
 
 
@@ -378,3 +395,222 @@ class BrokenStore:
 
     def __getattr__(self, name: str) -> object:
         raise AssertionError(f"unexpected store call {name}")
+
+
+LIMITED = {
+    ROUTINE: {"queue": "default", "max_attempts": 1, "time_limit": 10.0, "memory_limit": 100 << 20}
+}
+
+
+def booted_with(
+    store: SQLStore, catalog: dict[str, Any], **pool: Any
+) -> tuple[Harness, list[FakeWorker]]:
+    harness = Harness(store, **pool)
+    harness.master.start()
+    harness.template.tell(op="ready", catalog=catalog)
+    harness.step()
+    workers = list(harness.template.workers.values())
+    for n, worker in enumerate(workers):
+        harness.template.tell(op="forked", slot=worker.slot, pid=1000 + n)
+        worker.say(op="hello", pid=1000 + n)
+    harness.step()
+    return harness, workers
+
+
+def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: SQLStore) -> None:
+    harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
+    job_id = harness.enqueue(max_attempts=1)
+    harness.master.dry = False
+    harness.orders([worker])
+    harness.clock.advance(9.9)
+    harness.step()
+    assert harness.launcher.kills == []
+    harness.clock.advance(0.2)
+    harness.step()
+    assert harness.launcher.kills == [(1000, signal.SIGTERM)]
+    harness.clock.advance(3.1)  # kill_grace (3s by default)
+    harness.step()
+    assert harness.launcher.kills[-1] == (1000, signal.SIGKILL)
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    (attempt,) = store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type) == ("time_limit_exceeded", "SIGKILL")
+    assert attempt.error_message == "ran 10s, over its time limit of 10s"
+    assert store.get_job(job_id).state == "failed"
+    harness.master.close()
+
+
+def test_a_memory_limit_kills_at_once_and_records_the_rss(store: SQLStore) -> None:
+    harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
+    job_id = harness.enqueue(max_attempts=1)
+    harness.master.dry = False
+    harness.orders([worker])
+    harness.launcher.memory[1000] = 90 << 20
+    harness.clock.advance(0.3)
+    harness.step()
+    assert harness.launcher.kills == []
+    harness.launcher.memory[1000] = 150 << 20
+    harness.clock.advance(0.3)
+    harness.step()
+    assert harness.launcher.kills == [(1000, signal.SIGKILL)]
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    (attempt,) = store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.peak_rss) == ("memory_limit_exceeded", 150 << 20)
+    harness.master.close()
+
+
+def test_an_isolated_attempt_is_killed_as_its_process_group(store: SQLStore) -> None:
+    harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
+    job_id = harness.enqueue(max_attempts=1)
+    harness.master.dry = False
+    ((_, order),) = harness.orders([worker])
+    worker.say(op="horse", id=order["id"], pid=4242)
+    harness.clock.advance(10.1)
+    harness.step()
+    assert harness.launcher.group_kills == [(4242, signal.SIGTERM)]
+    assert harness.launcher.kills == []  # the worker itself lives on
+    harness.clock.advance(3.1)
+    harness.step()
+    assert harness.launcher.group_kills[-1] == (4242, signal.SIGKILL)
+    worker.done(order, ok=False, outcome="killed", error={"type": "SIGKILL", "message": "died"})
+    harness.step()
+    (attempt,) = store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type) == ("time_limit_exceeded", "SIGKILL")
+    harness.master.close()
+
+
+def test_workers_are_retired_after_their_quota_and_replaced(store: SQLStore) -> None:
+    harness, (worker,) = booted_with(
+        store, CATALOG, min_workers=1, max_workers=1, max_jobs_per_worker=1
+    )
+    harness.enqueue()
+    harness.master.dry = False
+    ((_, order),) = harness.orders([worker])
+    worker.done(order)
+    harness.step()
+    assert {"op": "stop"} in worker.orders()
+    assert len(harness.template.forks) == 2  # the replacement, forked at once
+    harness.master.close()
+
+
+def test_workers_over_max_worker_rss_are_retired(store: SQLStore) -> None:
+    harness, (worker,) = booted_with(
+        store, CATALOG, min_workers=1, max_workers=1, max_worker_rss=50 << 20
+    )
+    harness.enqueue()
+    harness.enqueue()
+    harness.master.dry = False
+    orders = [order for _, order in harness.orders([worker])]
+    worker.done(orders[0], rss_now=40 << 20)
+    harness.step()
+    (second,) = worker.orders()
+    assert second["op"] == "run"  # under the limit: the next job, no stop
+    worker.done(second, rss_now=60 << 20)
+    harness.step()
+    assert {"op": "stop"} in worker.orders()
+    harness.master.close()
+
+
+# -- reload (SIGHUP) and pool bounds (SIGTTIN/SIGTTOU) ---------------------------
+
+
+def settings_with(**pool: Any) -> Settings:
+    return Settings(
+        pool=PoolSection(**{"min_workers": 2, "max_workers": 4, "boot_timeout": 5.0, **pool}),
+        store=StoreSection(poll_interval=1.0, heartbeat_interval=60.0),
+    )
+
+
+def boot_generation(harness: Harness, first_pid: int) -> list[FakeWorker]:
+    """Play the newest template: ready, then fork and hello every worker it is asked for."""
+    template = harness.template
+    template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    workers = list(template.workers.values())
+    for n, worker in enumerate(workers):
+        template.tell(op="forked", slot=worker.slot, pid=first_pid + n)
+        worker.say(op="hello", pid=first_pid + n)
+    harness.step()
+    return workers
+
+
+def test_reload_boots_a_new_generation_then_retires_the_old(store: SQLStore) -> None:
+    harness = Harness(store, reload=lambda: settings_with(min_workers=3))
+    old = harness.boot()
+    harness.master.handle_signal(signal.SIGHUP)
+    assert "RELOADING=1" in harness.notifier.sent
+    assert len(harness.launcher.templates) == 2
+    harness.notifier.sent.clear()
+    new = boot_generation(harness, 2000)
+    assert len(new) == 3
+    assert all({"op": "stop"} in w.orders() for w in old)  # finish what they hold, then exit
+    assert "READY=1" in harness.notifier.sent
+    assert harness.master.settings.pool.min_workers == 3
+    job_id = harness.enqueue()
+    harness.master.dry = False
+    ((worker, order),) = harness.orders(new + old)
+    assert worker in new and order["id"] == job_id
+    harness.master.close()
+
+
+def test_new_workers_take_no_jobs_before_their_generation_takes_over(store: SQLStore) -> None:
+    harness = Harness(store, reload=lambda: settings_with(min_workers=2))
+    old = harness.boot()
+    harness.master.handle_signal(signal.SIGHUP)
+    template = harness.template
+    template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    first, _second = template.workers.values()
+    template.tell(op="forked", slot=first.slot, pid=2000)
+    first.say(op="hello", pid=2000)  # one of two: not yet
+    harness.step()
+    harness.enqueue()
+    harness.master.dry = False
+    ((worker, _order),) = harness.orders([*old, first])
+    assert worker in old
+    harness.master.close()
+
+
+def test_a_config_error_on_reload_keeps_everything_running(store: SQLStore) -> None:
+    from jobd.settings import ConfigError
+
+    def broken() -> Settings:
+        raise ConfigError("jobd.toml: pool.min_workers: 'x' is not an integer")
+
+    harness = Harness(store, reload=broken)
+    old = harness.boot()
+    harness.master.handle_signal(signal.SIGHUP)
+    assert harness.notifier.sent[-2:] == ["RELOADING=1", "READY=1"]
+    assert len(harness.launcher.templates) == 1
+    assert "reload failed: jobd.toml: pool.min_workers" in harness.master.status_line()
+    assert all(w.orders() == [] for w in old)
+    harness.master.close()
+
+
+def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: SQLStore) -> None:
+    harness = Harness(store, reload=lambda: settings_with(min_workers=2))
+    old = harness.boot()
+    harness.master.handle_signal(signal.SIGHUP)
+    harness.template.tell(op="boot_error", error="importing modules failed: SyntaxError")
+    harness.step()
+    assert "reload failed: importing modules failed: SyntaxError" in harness.master.status_line()
+    assert harness.master.phase.value == "running"
+    assert all(w.orders() == [] for w in old)  # nobody was told to stop
+    job_id = harness.enqueue()
+    harness.master.dry = False
+    ((_worker, order),) = harness.orders(old)
+    assert order["id"] == job_id
+    harness.master.close()
+
+
+def test_sigttin_and_sigttou_move_the_pool_bounds(harness: Harness) -> None:
+    workers = harness.boot()
+    harness.master.handle_signal(signal.SIGTTIN)
+    assert harness.master.bounds == (3, 3)
+    assert len(harness.template.forks) == 3
+    harness.master.handle_signal(signal.SIGTTOU)
+    harness.master.handle_signal(signal.SIGTTOU)
+    assert harness.master.bounds == (1, 1)
+    stopped = [w.slot for w in workers if {"op": "stop"} in w.orders()]
+    assert stopped == [2]  # the unbooted third went first, then the highest idle one

@@ -16,6 +16,7 @@ from jobd.settings import (
     config_path,
     env_name,
     from_json,
+    keep_unreloadable,
     load,
     not_reloadable_changes,
     render_markdown,
@@ -442,9 +443,14 @@ def test_not_reloadable_changes(tmp_path: Path) -> None:
     assert not_reloadable_changes(old, new) == [
         "jobd.database",
         "jobd.node_name",
+        "store.timeout",
         "store.sqlite_synchronous",
     ]
     assert not_reloadable_changes(old, old) == []
+    kept, names = keep_unreloadable(old, new)
+    assert names == not_reloadable_changes(old, new)
+    assert (kept.jobd.database, kept.store.timeout) == (old.jobd.database, old.store.timeout)
+    assert (kept.jobd.log_level, kept.pool.max_workers) == ("debug", 3)  # reloadable: new
 
 
 # -- the settings reference --------------------------------------------------

@@ -1,0 +1,106 @@
+"""`isolation = "process"`: each attempt in a fresh child of the worker.
+
+The child ("horse", the word RQ uses) is forked from the worker, so the
+application is already imported: about a millisecond. It runs in its own
+process group, so a hard limit kills it with everything it started
+(`killpg`), and it dies with the worker (PR_SET_PDEATHSIG). The worker
+tells the master the horse's pid before the job starts, waits for it with
+`wait4`, and reports the kernel's account of the attempt: CPU seconds and
+peak RSS of the horse. Whatever the job leaks dies with the horse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from jobd.hooks import JobContext
+from jobd.linux import set_parent_death_signal
+from jobd.policy import Policy
+from jobd.routines import Routine
+from jobd.supervisor.outcomes import classify
+from jobd.wire import encode
+
+if TYPE_CHECKING:
+    from jobd.worker.execute import Runner
+
+
+def run_in_horse(
+    runner: Runner,
+    job: JobContext,
+    routine: Routine[Any, Any],
+    policy: Policy,
+    message: dict[str, Any],
+) -> bytes:
+    import json
+    import time
+
+    read_end, write_end = os.pipe()
+    started = time.time()
+    pid = os.fork()
+    if pid == 0:  # the horse
+        os.close(read_end)
+        _horse(runner, job, routine, policy, message, write_end)
+    os.close(write_end)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # also done in the child: whoever runs first, the group exists
+    runner.send(encode({"op": "horse", "id": job.id, "pid": pid}))
+    data = _read_all(read_end)
+    _, status, usage = os.wait4(pid, 0)
+    cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    if data:
+        reply: dict[str, Any] = json.loads(data)
+        reply.update(cpu=cpu, rss=peak)
+        return encode(reply)
+    ended = classify(pid, status)
+    reply = {
+        "op": "done",
+        "id": job.id,
+        "ok": False,
+        "outcome": "killed",
+        "error": {
+            "type": ended.describe() if ended.signal else "HorseExit",
+            "message": f"the job's process (pid {pid}) ended without a result: {ended.describe()}",
+            "traceback": None,
+        },
+        "started": started,
+        "finished": time.time(),
+        "cpu": cpu,
+        "rss": peak,
+    }
+    return encode(reply)
+
+
+def _horse(
+    runner: Runner,
+    job: JobContext,
+    routine: Routine[Any, Any],
+    policy: Policy,
+    message: dict[str, Any],
+    write_end: int,
+) -> None:
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        set_parent_death_signal(signal.SIGKILL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a hard limit ends the horse
+        reply = runner.run_inline(job, routine, policy, message)
+        view = memoryview(reply)
+        while view:
+            view = view[os.write(write_end, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -1,0 +1,179 @@
+"""Reload, pool bounds, watchdog and STATUS=, on the real daemon."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.process.daemon import Daemon
+from tests.waiting import wait_until
+
+R = "jobd_test_routines"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    yield d
+    d.kill_all()
+
+
+def write_app(directory: Path, greeting: str) -> None:
+    (directory / "reload_app.py").write_text(
+        f"import jobd\n\n@jobd.routine\ndef greet() -> str:\n    return {greeting!r}\n"
+    )
+
+
+def reconfigure(daemon: Daemon, old: str, new: str) -> None:
+    text = daemon.config.read_text()
+    assert old in text, old
+    daemon.config.write_text(text.replace(old, new))
+
+
+def status_lines(daemon: Daemon) -> list[str]:
+    return [n for n in daemon.read_notices() if n.startswith("STATUS=")]
+
+
+def test_sighup_loads_new_code_and_config_in_a_new_generation(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    write_app(app, "hello from v1")
+    daemon = Daemon(
+        tmp_path, jobd={"modules": ["jobd_test_routines", "reload_app"],
+                        "pythonpath": [str(Path(__file__).parent), str(app)]},
+    )  # fmt: skip
+    try:
+        daemon.start()
+        client = daemon.client()
+        assert daemon.wait_state(client.enqueue("reload_app:greet").id, "succeeded").result == (
+            "hello from v1"
+        )
+        old_pids = {w.pid for w in daemon.workers()}
+        write_app(app, "hello from v2")
+        reconfigure(daemon, "min_workers = 2", "min_workers = 3")
+        reconfigure(daemon, "max_workers = 2", "max_workers = 3")
+        daemon.notices.clear()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_notice("RELOADING=1")
+        daemon.wait_notice("READY=1")
+        workers = wait_until(
+            lambda: len(w := daemon.workers()) == 3 and not {p.pid for p in w} & old_pids and w,
+            what="three workers of the new generation",
+        )
+        assert len(workers) == 3
+        assert daemon.wait_state(client.enqueue("reload_app:greet").id, "succeeded").result == (
+            "hello from v2"
+        )
+    finally:
+        daemon.kill_all()
+
+
+def test_no_job_is_lost_or_run_twice_across_reloads(daemon: Daemon) -> None:
+    daemon.start()
+    client = daemon.client()
+    jobs = []
+    for round_ in range(3):
+        jobs += [
+            client.enqueue(f"{R}:record", daemon.events, tag=f"{round_}-{i}") for i in range(60)
+        ]
+        daemon.notices.clear()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_notice("READY=1")
+    jobs += [client.enqueue(f"{R}:record", daemon.events, tag=f"after-{i}") for i in range(60)]
+    for job in jobs:
+        daemon.wait_state(job.id, "succeeded")
+    runs = Counter(e["tag"] for e in daemon.events_seen("ran"))
+    assert len(runs) == len(jobs) and set(runs.values()) == {1}
+
+
+def test_a_running_job_finishes_in_the_old_generation(daemon: Daemon) -> None:
+    from tests.process.daemon import open_gate
+
+    daemon.start()
+    gate = daemon.gate()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, gate)
+    (started,) = daemon.wait_event("started")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notice("READY=1")
+    assert started["pid"] in {w.pid for w in daemon.workers()}  # still finishing its job
+    open_gate(gate)
+    finished = daemon.wait_state(job.id, "succeeded")
+    assert [a.outcome for a in daemon.client().attempts(finished.id)] == ["succeeded"]
+    wait_until(
+        lambda: started["pid"] not in {w.pid for w in daemon.workers()},
+        what="the old worker to exit",
+    )
+
+
+def test_a_broken_config_keeps_the_running_one(daemon: Daemon) -> None:
+    daemon.start()
+    pids = {w.pid for w in daemon.workers()}
+    reconfigure(daemon, "min_workers = 2", "min_workers = 'many'")
+    daemon.notices.clear()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notice("READY=1")
+    assert any("reload failed" in s and "min_workers" in s for s in status_lines(daemon))
+    assert {w.pid for w in daemon.workers()} == pids
+    job = daemon.client().enqueue(f"{R}:record", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+    assert "reload failed" in daemon.stderr()
+
+
+def test_an_import_error_in_new_code_keeps_the_old_workers(daemon: Daemon) -> None:
+    daemon.start()
+    pids = {w.pid for w in daemon.workers()}
+    reconfigure(daemon, '"jobd_test_routines"]', '"jobd_test_routines", "no_such_module_xyz"]')
+    daemon.notices.clear()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notice("READY=1")
+    wait_until(
+        lambda: (
+            any("no_such_module_xyz" in s for s in status_lines(daemon))
+            or "no_such_module_xyz" in daemon.stderr()
+        ),
+        what="the import error reported",
+    )
+    assert {w.pid for w in daemon.workers()} == pids
+    job = daemon.client().enqueue(f"{R}:record", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+
+
+def test_a_setting_that_needs_a_restart_is_named(daemon: Daemon) -> None:
+    daemon.start()
+    reconfigure(daemon, "[jobd]\n", '[jobd]\nnode_name = "renamed"\n')
+    daemon.notices.clear()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notice("READY=1")
+    wait_until(lambda: "jobd.node_name changed but needs a restart" in daemon.stderr())
+
+
+def test_sigttin_and_sigttou_resize_the_pool(daemon: Daemon) -> None:
+    daemon.start()
+    daemon.signal(signal.SIGTTIN)
+    wait_until(lambda: len(daemon.workers()) == 3, what="a third worker")
+    # Two identical signals sent back to back may arrive as one (POSIX does not
+    # queue them): wait for each one's effect before sending the next.
+    daemon.signal(signal.SIGTTOU)
+    wait_until(lambda: len(daemon.workers()) == 2, what="two workers left")
+    daemon.signal(signal.SIGTTOU)
+    wait_until(lambda: len(daemon.workers()) == 1, what="one worker left")
+    job = daemon.client().enqueue(f"{R}:record", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+
+
+def test_watchdog_and_status(daemon: Daemon) -> None:
+    daemon.start(env={"WATCHDOG_USEC": "400000"})
+    client = daemon.client()
+    for i in range(20):
+        client.enqueue(f"{R}:record", daemon.events, tag=i)
+    daemon.wait_event("ran", 20)
+    wait_until(lambda: daemon.read_notices().count("WATCHDOG=1") >= 3, what="WATCHDOG=1 pings")
+    status = wait_until(
+        lambda: [s for s in status_lines(daemon) if "done/min" in s], what="a full STATUS="
+    )
+    assert status[-1].startswith("STATUS=") and "/2 busy, " in status[-1]
+    assert " queued" in status[-1] and " failed/min" in status[-1]

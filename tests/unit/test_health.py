@@ -1,0 +1,73 @@
+"""The health verdicts (jobd/health.py): pure functions of facts and thresholds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jobd.health import evaluate, healthy
+from jobd.settings import HealthSection
+from jobd.store.base import HealthFacts, NodeInfo
+
+NOW = 1_800_000_000.0
+LIMITS = HealthSection()  # 30s stale, 5m ready, 15m window, 25% from 20 attempts
+
+
+def node(node_id: int, heartbeat_age: float) -> NodeInfo:
+    return NodeInfo(node_id, f"n{node_id}", "host", 100, NOW - 3600, NOW - heartbeat_age, None, {})
+
+
+GOOD = HealthFacts(
+    nodes=[node(1, 1.0)],
+    oldest_ready={"default": NOW - 2.0},
+    orphaned=[],
+    orphaned_count=0,
+    attempts=100,
+    failures=3,
+)
+
+
+def verdicts(facts: HealthFacts, limits: HealthSection = LIMITS) -> dict[str, bool]:
+    return {check.name: check.ok for check in evaluate(facts, limits, NOW)}
+
+
+def test_all_good() -> None:
+    checks = evaluate(GOOD, LIMITS, NOW)
+    assert [c.name for c in checks] == ["master", "ready_jobs", "running_jobs", "failure_rate"]
+    assert healthy(checks)
+    assert all("\n" not in c.summary for c in checks)
+
+
+def test_no_live_master() -> None:
+    stale = dataclasses.replace(GOOD, nodes=[node(1, 31.0), node(2, 400.0)])
+    assert verdicts(stale)["master"] is False
+    (master, *_) = evaluate(stale, LIMITS, NOW)
+    assert "31s ago" in master.summary and master.details["live_nodes"] == []
+    assert verdicts(dataclasses.replace(GOOD, nodes=[]))["master"] is False
+    assert verdicts(dataclasses.replace(GOOD, nodes=[node(1, 31.0), node(2, 3.0)]))["master"]
+
+
+def test_a_job_ready_for_too_long() -> None:
+    late = dataclasses.replace(GOOD, oldest_ready={"default": NOW - 10, "emails": NOW - 301})
+    assert verdicts(late)["ready_jobs"] is False
+    check = evaluate(late, LIMITS, NOW)[1]
+    assert "emails" in check.summary and check.details["oldest_ready_age"]["emails"] == 301
+    relaxed = dataclasses.replace(LIMITS, ready_max_age=600.0)
+    assert verdicts(late, relaxed)["ready_jobs"]
+    assert verdicts(dataclasses.replace(GOOD, oldest_ready={}))["ready_jobs"]
+
+
+def test_running_jobs_of_dead_nodes() -> None:
+    orphans = dataclasses.replace(GOOD, orphaned=[(7, 3), (9, None)], orphaned_count=2)
+    assert verdicts(orphans)["running_jobs"] is False
+    assert "#7 (node 3)" in evaluate(orphans, LIMITS, NOW)[2].summary
+
+
+def test_failure_rate_over_the_threshold_from_enough_attempts() -> None:
+    assert verdicts(dataclasses.replace(GOOD, failures=25))["failure_rate"]  # 25% is the limit
+    assert verdicts(dataclasses.replace(GOOD, failures=26))["failure_rate"] is False
+    few = dataclasses.replace(GOOD, attempts=19, failures=19)
+    assert verdicts(few)["failure_rate"]  # too few to judge
+    assert (
+        verdicts(few, dataclasses.replace(LIMITS, failure_min_attempts=5))["failure_rate"] is False
+    )
+    assert healthy(evaluate(few, LIMITS, NOW))
