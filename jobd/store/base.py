@@ -375,6 +375,24 @@ def loads_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class WakeSource(Protocol):
+    """What wakes a master when jobs are enqueued (the master selects on `fileno`).
+
+    SQLite: a datagram socket beside the database (store/wake.py).
+    """
+
+    def fileno(self) -> int:
+        """The descriptor to select on; -1 while it is not connected."""
+
+    def drain(self) -> list[tuple[float, list[str]]]:
+        """Every wake-up waiting: (earliest run_at, queues)."""
+
+    def check(self) -> bool:
+        """Still listening? If not, reconnect (fileno may change) and return False."""
+
+    def close(self) -> None: ...
+
+
 class Store(Protocol):
     """What jobd needs from a database. Every call is bounded by the store's timeout."""
 
@@ -393,6 +411,9 @@ class Store(Protocol):
 
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
         """Tell masters that jobs were enqueued (after commit)."""
+
+    def wake_listener(self) -> WakeSource | None:
+        """The master's end of `wake`, or None where the store has none."""
 
     # -- the master
     def exchange(

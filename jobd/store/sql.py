@@ -68,7 +68,7 @@ from jobd.store.hotpath import (
     claims_from_rows,
     settle_rows,
 )
-from jobd.store.wake import Waker
+from jobd.store.wake import WakeListener, Waker
 
 jobs, attempts, nodes, routines = schema.jobs, schema.attempts, schema.nodes, schema.routines
 
@@ -262,6 +262,11 @@ class SQLStore:
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
         if self._waker is not None:
             self._waker.wake(queues, earliest_run_at)
+
+    def wake_listener(self) -> WakeListener | None:
+        if self.database_path is None:
+            return None
+        return WakeListener(self.database_path)
 
     def _insert(self, conn: Connection, new: Sequence[NewJob]) -> list[EnqueueResult]:
         plain = [job for job in new if job.unique_key is None]

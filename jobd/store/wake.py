@@ -65,6 +65,10 @@ class WakeListener:
             except ValueError:
                 continue
 
+    def check(self) -> bool:
+        """A local socket cannot go silently deaf: it is there while we are."""
+        return True
+
     def close(self) -> None:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):

@@ -15,6 +15,7 @@ by `store.timeout`; a store that fails stops claims, never supervision.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -102,7 +103,8 @@ class Master:
         self.store_retry_at = 0.0
         self.store_failures = 0
         self.drain_deadline: float | None = None
-        self.listener: Any = None
+        self.listener: Any = None  # jobd.store.base.WakeSource
+        self.listener_fd = -1
         self.counters = {"succeeded": 0, "failed": 0, "retried": 0, "exchanges": 0, "claimed": 0}
         self.queued_estimate: int | None = None
         self.oldest_ready_age: float | None = None
@@ -154,12 +156,25 @@ class Master:
         )  # fmt: skip
 
     def _listen_for_wakeups(self) -> None:
-        path = getattr(self.store, "database_path", None)
-        if path:
-            from jobd.store.wake import WakeListener
+        """The store's wake-up source (None: the poll interval is the only backstop)."""
+        self.listener = self.store.wake_listener()
+        if self.listener is not None:
+            self.listener_fd = self.listener.fileno()
+            self.selector.register(self.listener_fd, selectors.EVENT_READ, "wake")
 
-            self.listener = WakeListener(path)
-            self.selector.register(self.listener, selectors.EVENT_READ, "wake")
+    def check_listener(self) -> None:
+        """Heartbeat: is the wake-up source still there? It reconnects itself if not."""
+        if self.listener is None:
+            return
+        if not self.listener.check():
+            self.dry = False  # wake-ups may have been missed
+        fd = self.listener.fileno()
+        if fd != self.listener_fd:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self.listener_fd)
+            self.listener_fd = fd
+            if fd >= 0:
+                self.selector.register(fd, selectors.EVENT_READ, "wake")
 
     def close(self) -> None:
         self.workforce.close()

@@ -117,6 +117,7 @@ def heartbeat(master: Master, now: float) -> None:
         master.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
         _cancel_requested(master, master.store.cancel_requests(master.node_id))
         rescue_dead_local_nodes(master, now)
+        master.check_listener()
     except StoreError as exc:
         log.warning("heartbeat: %s", exc)
     master.notifier.status(master.status_line())
