@@ -136,14 +136,19 @@ class Client:
         unique_key = spec.unique_key
         if unique_key is None and policy.unique:
             unique_key = payload_unique_key(name, args_json, kwargs_json)
-        options = parse_policy(
-            {
-                key: value
-                for key, value in (("priority", spec.priority), ("max_attempts", spec.max_attempts))
-                if value is not None
-            },
-            "enqueue",
-        )
+        options = {}
+        if spec.priority is not None or spec.max_attempts is not None:
+            options = parse_policy(
+                {
+                    key: value
+                    for key, value in (
+                        ("priority", spec.priority),
+                        ("max_attempts", spec.max_attempts),
+                    )
+                    if value is not None
+                },
+                "enqueue",
+            )
         return NewJob(
             routine=name,
             queue=queue,

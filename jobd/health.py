@@ -1,9 +1,13 @@
 """`jobd health`: is jobd doing its work? Pure verdicts on facts the store reads.
 
-Four checks, each with a threshold in `[health]`:
+Five checks, each with a threshold in `[health]`:
 
 - **master**: some node (a `jobd run`) has a heartbeat newer than
   `node_stale_after`;
+- **nodes**: every node heartbeats: none has a heartbeat older than
+  `node_stale_after` (a master cut off from the database, or dead and not
+  yet rescued), and none was declared dead by another node within
+  `failure_window` without coming back or being restarted since;
 - **ready_jobs**: no job has been ready (queued, `run_at` passed) for
   longer than `ready_max_age`: workers down, or saturated;
 - **running_jobs**: no job is `running` on a node that is dead (stopped,
@@ -38,9 +42,10 @@ class Check:
 
 
 def evaluate(facts: HealthFacts, limits: HealthSection, now: float) -> list[Check]:
-    """The four checks, in a fixed order."""
+    """The five checks, in a fixed order."""
     return [
         _master(facts, limits, now),
+        _nodes(facts, limits, now),
         _ready_jobs(facts, limits, now),
         _running_jobs(facts),
         _failure_rate(facts, limits),
@@ -78,6 +83,40 @@ def _master(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
         f"{_ago(now - newest.heartbeat_at)} ({newest.name}, node {newest.id})",
         details,
     )
+
+
+def _nodes(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
+    stale_before = now - limits.node_stale_after
+    stale = [node for node in facts.nodes if node.heartbeat_at < stale_before]
+    problems = [
+        f"{node.name} (node {node.id} on {node.hostname}): no heartbeat for "
+        f"{format_duration(max(now - node.heartbeat_at, 0.0))}"
+        for node in stale
+    ]
+    for node in facts.lost:
+        rescued = node.rescued_at if node.rescued_at is not None else now
+        problems.append(
+            f"{node.name} (node {node.id} on {node.hostname}): declared dead {_ago(now - rescued)}"
+            f", no heartbeat since {iso(node.heartbeat_at)}"
+        )
+    details: dict[str, Any] = {
+        "stale": [
+            {"id": n.id, "name": n.name, "hostname": n.hostname,
+             "heartbeat_age": round(max(now - n.heartbeat_at, 0.0), 3)}
+            for n in stale
+        ],
+        "lost": [
+            {"id": n.id, "name": n.name, "hostname": n.hostname,
+             "rescued_at": iso(n.rescued_at), "last_heartbeat": iso(n.heartbeat_at)}
+            for n in facts.lost
+        ],
+        "threshold_seconds": limits.node_stale_after,
+    }  # fmt: skip
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = "" if len(problems) <= 5 else f" and {len(problems) - 5} more"
+        return Check("nodes", False, f"{shown}{more}", details)
+    return Check("nodes", True, f"{len(facts.nodes)} heartbeating", details)
 
 
 def _ready_jobs(facts: HealthFacts, limits: HealthSection, now: float) -> Check:

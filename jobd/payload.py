@@ -80,7 +80,7 @@ def dumps(value: Any, where: str) -> str:
     except (TypeError, ValueError, RecursionError):
         _walk(value, where)
         raise TypeError(f"{where} is not JSON") from None
-    if "{" in text or not text.isascii():
+    if ("{" in text and text != "{}") or not text.isascii():
         _walk(value, where)
     return text
 

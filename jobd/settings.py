@@ -32,6 +32,8 @@ from jobd.policy import (
     check_routine_name,
     parse_policy,
 )
+from jobd.pools import PoolSpec, default_pool, parse_pools
+from jobd.pools import from_json as pool_from_json
 from jobd.schedule import SCHEDULE_DOCS, Schedule, check_cron, parse_schedule
 from jobd.units import format_duration, parse_duration, parse_size
 
@@ -70,6 +72,22 @@ def _duration_range(low: float, high: float) -> Callable[[object], float]:
         if not low <= seconds <= high:
             raise ValueError(f"{value!r} is out of range {low:g}s..{high:g}s")
         return seconds
+
+    return parse
+
+
+def _number_range(low: float, high: float) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{value!r} is not a number")
+        if not low <= float(value) <= high:
+            raise ValueError(f"{value!r} is out of range {low:g}..{high:g}")
+        return float(value)
 
     return parse
 
@@ -160,10 +178,46 @@ class JobdSection:
 
 @dataclass(frozen=True)
 class PoolSection:
-    min_workers: int = setting(2, _int_range(1, 1024), "Workers kept running when idle.")
+    min_workers: int = setting(
+        2, _int_range(1, 1024), "Workers kept running when idle (the pool starts with these)."
+    )
     max_workers: int = setting(8, _int_range(1, 1024), "Most workers the pool grows to.")
     queues: tuple[str, ...] = setting(
-        ("default",), _names(check_queue_name, allow_empty=False), "Queues this node serves."
+        ("default",),
+        _names(check_queue_name, allow_empty=False),
+        "Queues this node serves (without [pools]; with them, each pool names its own).",
+    )
+    scale_up_threshold: float = setting(
+        5.0,
+        _number_range(0.1, 1e6),
+        "Autoscaling: ready jobs per worker above which the pool grows.",
+    )
+    clear_within: float = setting(
+        30.0,
+        _duration_range(0.1, 86400),
+        "Autoscaling: grow so that the ready jobs clear within this (by recent runtime), "
+        "and when a ready job has waited longer.",
+    )
+    max_step: int = setting(
+        4, _int_range(1, 1024), "Autoscaling: most workers added or retired at once."
+    )
+    scale_interval: float = setting(
+        1.0, _duration_range(0.05, 3600), "Autoscaling: how often the pool size is decided."
+    )
+    scale_cooldown: float = setting(
+        10.0,
+        _duration_range(0, 86400),
+        "Autoscaling: no shrinking within this after a change (growing has no cooldown).",
+    )
+    hysteresis: float = setting(
+        0.25,
+        _number_range(0, 0.9),
+        "Autoscaling: shrink only when demand falls this fraction below the size.",
+    )
+    idle_timeout: float = setting(
+        30.0,
+        _duration_range(0, 86400),
+        "Autoscaling: a worker idle this long may be retired (only idle ones ever are).",
     )
     graceful_timeout: float = setting(
         30.0,
@@ -212,6 +266,13 @@ class StoreSection:
     heartbeat_interval: float = setting(
         2.0, _duration_range(0.1, 600), "How often the master records that its node is alive."
     )
+    node_timeout: float = setting(
+        0.0,
+        _duration_range(0, 86400),
+        "A node whose heartbeat is older than this is dead: another node puts its running "
+        "jobs back as lost attempts. 0 means 5 heartbeat intervals (10s by default); else it "
+        "must exceed store.heartbeat_interval (allow for a slow database: docs/multihost.md).",
+    )
     sqlite_synchronous: str = setting(
         "normal",
         _choice("normal", "full"),
@@ -219,6 +280,10 @@ class StoreSection:
         "'full' also a power loss, at a cost per commit.",
         reloadable=False,
     )
+
+    def node_window(self) -> float:
+        """How old a node's heartbeat may get before the node is dead (`node_timeout`)."""
+        return self.node_timeout or 5 * self.heartbeat_interval
 
 
 def _limit(name: str) -> Any:
@@ -353,7 +418,15 @@ class Settings:
     routines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # [[schedules]], in file order (reloadable; no environment overrides)
     schedules: tuple[Schedule, ...] = ()
+    # [pools.NAME], in file order; empty: one pool made of [pool] (see pool_specs)
+    pools: tuple[PoolSpec, ...] = ()
     source: Path | None = None
+
+    def pool_specs(self) -> tuple[PoolSpec, ...]:
+        return self.pools or (default_pool(self.pool),)
+
+    def served_queues(self) -> tuple[str, ...]:
+        return tuple(queue for pool in self.pool_specs() for queue in pool.queues)
 
     def limit_defaults(self) -> dict[str, Any]:
         """The `[limits]` values that differ from the built-in policy defaults."""
@@ -392,11 +465,11 @@ def load(
     environ = os.environ if environ is None else environ
     data = _read_toml(path, required) if path is not None else {}
     where = str(path) if path is not None else "config"
-    unknown = set(data) - set(SECTIONS) - {"routines", "schedules"}
+    unknown = set(data) - set(SECTIONS) - {"routines", "schedules", "pools"}
     if unknown:
         raise ConfigError(
             f"{where}: unknown section [{sorted(unknown)[0]}] "
-            f"(known: {', '.join([*SECTIONS, 'routines', 'schedules'])})"
+            f"(known: {', '.join([*SECTIONS, 'routines', 'schedules', 'pools'])})"
         )
     sections = {
         name: _load_section(name, cls, data.get(name, {}), environ, where)
@@ -408,6 +481,7 @@ def load(
         **sections,
         routines=_load_routines(data.get("routines", {}), where),
         schedules=_load_schedules(data.get("schedules", []), where),
+        pools=_load_pools(data.get("pools", {}), sections["pool"], where),
         source=path,
     )
     _cross_check(settings, where)
@@ -454,6 +528,14 @@ def _load_section(
         except ValueError as exc:
             raise ConfigError(f"{origin}: {exc}") from None
     return cls(**values)
+
+
+def _load_pools(tables: object, section: PoolSection, where: str) -> tuple[PoolSpec, ...]:
+    parsers = {f.name: f.metadata["parse"] for f in dataclasses.fields(PoolSection)}
+    try:
+        return parse_pools(tables, section, parsers, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _load_routines(table: object, where: str) -> dict[str, dict[str, Any]]:
@@ -528,6 +610,12 @@ def _cross_check(settings: Settings, where: str) -> None:
             f"{where}: limits.soft_time_limit ({format_duration(limits.soft_time_limit)}) "
             f"must be below limits.time_limit ({format_duration(limits.time_limit)})"
         )
+    store = settings.store
+    if store.node_timeout and store.node_timeout <= store.heartbeat_interval:
+        raise ConfigError(
+            f"{where}: store.node_timeout ({format_duration(store.node_timeout)}) must exceed "
+            f"store.heartbeat_interval ({format_duration(store.heartbeat_interval)})"
+        )
     if settings.health.node_stale_after <= settings.store.heartbeat_interval:
         raise ConfigError(
             f"{where}: health.node_stale_after "
@@ -570,6 +658,7 @@ def to_json(settings: Settings) -> dict[str, Any]:
     data: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in SECTIONS}
     data["routines"] = {name: dict(values) for name, values in settings.routines.items()}
     data["schedules"] = [{"name": s.name, **s.definition()} for s in settings.schedules]
+    data["pools"] = [pool.to_json() for pool in settings.pools]
     data["source"] = None if settings.source is None else str(settings.source)
     return data
 
@@ -588,6 +677,7 @@ def from_json(data: Mapping[str, Any]) -> Settings:
         **sections,
         routines=data["routines"],
         schedules=schedules,
+        pools=tuple(pool_from_json(p) for p in data.get("pools", ())),
         source=None if source is None else Path(source),
     )
 

@@ -39,12 +39,14 @@ def pg_url() -> Iterator[str]:
             pytest.fail(f"PostgreSQL required but not reachable at {PG_BASE}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_BASE}: {exc}")
     schema = f"jobd_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f"CREATE SCHEMA {schema}")  # type: ignore[attr-defined]
+    with admin:  # type: ignore[attr-defined]
+        admin.execute(f"CREATE SCHEMA {schema}")  # type: ignore[attr-defined]
     try:
         yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
     finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[attr-defined]
-        admin.close()  # type: ignore[attr-defined]
+        # A new connection: the test may have restarted the server meanwhile.
+        with _pg_admin() as admin:  # type: ignore[attr-defined]
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

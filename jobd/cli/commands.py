@@ -67,15 +67,15 @@ def run_master(settings: Settings, reload: Callable[[], Settings] | None = None)
     if settings.source is not None:
         # jobd's own routines (the retention cleanup) read the config the master runs with.
         os.environ["JOBD_CONFIG"] = str(settings.source.resolve())
-    store = open_store(
-        settings.jobd.database,
-        timeout=settings.store.timeout,
-        sqlite_synchronous=settings.store.sqlite_synchronous,
-    )
-    try:
-        return Master(settings, store, reload=reload).run()
-    finally:
-        store.close()
+
+    def opened() -> Any:
+        return open_store(
+            settings.jobd.database,
+            timeout=settings.store.timeout,
+            sqlite_synchronous=settings.store.sqlite_synchronous,
+        )
+
+    return Master(settings, None, reload=reload, open_store=opened).run()
 
 
 # -- enqueue and jobs ---------------------------------------------------------

@@ -29,7 +29,7 @@ from jobd.store.base import Claim, JobState, Settle
 
 SETTLE_NAMES = (
     "b_id", "b_node", "b_state", "b_result", "b_run_at", "b_finished_at",
-    "b_error_type", "b_error_message", "b_uncount",
+    "b_error_type", "b_error_message", "b_uncount", "b_attempt",
 )  # fmt: skip
 ATTEMPT_NAMES = (
     "job_id", "attempt", "routine", "queue", "node_id", "worker_pid", "started_at",
@@ -93,6 +93,7 @@ def settle_rows(node_id: int, settles: list[Settle]) -> list[tuple[Any, ...]]:
                 None if a is None else a.error_type,
                 None if a is None else a.error_message,
                 1 if s.uncount else 0,
+                None if a is None else a.attempt,
             )
         )  # fmt: skip
     return rows

@@ -10,6 +10,7 @@ may have raced on PostgreSQL) and then their attempts.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     func,
     literal_column,
     select,
@@ -26,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from jobd.store.base import FINISHED_STATES, NOT_FAILURES, HealthFacts, NodeInfo
+from jobd.store.base import FINISHED_STATES, NOT_FAILURES, RESCUED, HealthFacts, NodeInfo
 from jobd.store.schema import FINISHED, attempts, jobs, nodes, schedule_fires
 
 if TYPE_CHECKING:
@@ -126,6 +128,13 @@ def health_facts(
         total, failures = conn.execute(
             select(func.count(), failed).where(attempts.c.finished_at >= window_start)
         ).one()
+        lost = [
+            NodeInfo(
+                r.id, r.name, r.hostname, r.pid, r.started_at, r.heartbeat_at, r.stopped_at,
+                json.loads(r.info or "{}"),
+            )
+            for r in conn.execute(_lost_nodes(window_start))
+        ]  # fmt: skip
     return HealthFacts(
         nodes=live,
         oldest_ready=oldest,
@@ -133,4 +142,25 @@ def health_facts(
         orphaned_count=orphaned_count,
         attempts=int(total or 0),
         failures=int(failures or 0),
+        lost=[node for node in lost if node.rescued_at is not None],
+    )
+
+
+def _lost_nodes(since: float) -> Select[Any]:
+    """Nodes rescued by another node since `since` that no newer node replaced
+    (same name on the same host: a restart)."""
+    newer = nodes.alias("newer")
+    replaced = exists().where(
+        newer.c.hostname == nodes.c.hostname,
+        newer.c.name == nodes.c.name,
+        newer.c.id > nodes.c.id,
+    )
+    return (
+        select(nodes)
+        .where(
+            nodes.c.stopped_at >= since,
+            nodes.c.info.contains(f'"{RESCUED}"'),
+            ~replaced,
+        )
+        .order_by(nodes.c.id)
     )

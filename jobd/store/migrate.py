@@ -48,20 +48,36 @@ def alembic_config(conn: Connection) -> object:
     return config
 
 
+UPGRADE_LOCK = 7300001  # the PostgreSQL advisory lock key of `jobd db upgrade`
+
+
 def upgrade(conn: Connection) -> tuple[str | None, str]:
     """Migrate to the head revision in one transaction; (before, after).
 
     Concurrent upgrades are safe: SQLite's BEGIN IMMEDIATE and a PostgreSQL
-    advisory lock (taken in env.py) let one run at a time, and the second
-    finds nothing left to do.
+    advisory lock (held here around the whole upgrade, and taken again in
+    env.py for migrations run by Alembic's own command line) let one run at
+    a time, and the second finds nothing left to do, and says so.
     """
     from alembic import command
 
-    with conn.begin():
-        before = current_revision(conn) if inspect(conn).has_table("alembic_version") else None
-    command.upgrade(alembic_config(conn), "head")  # type: ignore[arg-type]
-    conn.commit()
-    with conn.begin():
-        after = current_revision(conn)
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        with conn.begin():  # a session lock: it outlives the transactions below
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK})
+    try:
+        with conn.begin():
+            before = current_revision(conn) if inspect(conn).has_table("alembic_version") else None
+        command.upgrade(alembic_config(conn), "head")  # type: ignore[arg-type]
+        conn.commit()
+        with conn.begin():
+            after = current_revision(conn)
+    except BaseException:
+        if postgres:
+            conn.invalidate()  # ends the session, and the lock with it
+        raise
+    if postgres:
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
     assert after is not None
     return before, after

@@ -15,10 +15,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from select import select as wait_readable
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     Select,
     bindparam,
     case,
@@ -33,10 +35,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from jobd.store import maintenance, schema
+from jobd.store import nodes as node_sql
 from jobd.store import schedules as schedule_sql
 from jobd.store.base import (
     Attempt,
     Claim,
+    ClaimRequest,
     EnqueueResult,
     Fire,
     FiredJob,
@@ -47,6 +51,7 @@ from jobd.store.base import (
     JobState,
     NewJob,
     NodeInfo,
+    Pulse,
     QueueLoad,
     QueueStats,
     RoutineStats,
@@ -55,10 +60,14 @@ from jobd.store.base import (
     SchemaError,
     Settle,
     StoreError,
+    WakeSource,
     loads_or_none,
     percentile,
 )
+from jobd.store.doubt import Doubt
+from jobd.store.doubt import resolve as resolve_doubt
 from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
+from jobd.store.fairness import weighted_merge
 from jobd.store.hotpath import (
     ATTEMPT_NAMES,
     CLAIM_NAMES,
@@ -91,7 +100,14 @@ CLAIM_COLUMNS = (
 
 SETTLE = (
     update(jobs)
-    .where(jobs.c.id == bindparam("b_id"), IS_RUNNING, jobs.c.node_id == bindparam("b_node"))
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        IS_RUNNING,
+        jobs.c.node_id == bindparam("b_node"),
+        # The attempt it reports, when it reports one: a node that was declared
+        # dead and came back may hold an old attempt of a job it claimed again.
+        jobs.c.attempts == func.coalesce(bindparam("b_attempt", type_=Integer), jobs.c.attempts),
+    )
     .values(
         state=bindparam("b_state"),
         result=bindparam("b_result"),
@@ -129,6 +145,9 @@ class SQLStore:
         self._waker = Waker(self.database_path) if self.database_path else None
         self._local = threading.local()
         self._pid = os.getpid()
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        self._doubt: Doubt | None = None  # an exchange whose commit may have happened
+        self._applied: dict[int, Settle] = {}  # settles it applied, that come again
         self._claims: dict[tuple[str, ...], Compiled] = {}
         self._settle = Compiled(SETTLE, self.engine.dialect, SETTLE_NAMES)
         inserted: dict[str, Any] = {name: bindparam(name) for name in INSERT_NAMES}
@@ -149,7 +168,7 @@ class SQLStore:
             self._local = threading.local()
             self._pid = os.getpid()
         conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
+        if conn is None or conn.closed or conn.invalidated or not self._usable(conn):
             path = self.database_path
             if path and not self.create and not os.path.exists(path):
                 raise SchemaError(f"{path} does not exist: create it with `jobd db upgrade`")
@@ -160,6 +179,12 @@ class SQLStore:
             self._local.conn = conn
         return conn
 
+    def _usable(self, conn: Connection) -> bool:
+        if self.dialect != "postgresql" or _alive(conn):
+            return True
+        self._drop_connection()  # terminated or broken while idle: replaced, never reused
+        return False
+
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
         conn = self._connection()
@@ -169,7 +194,8 @@ class SQLStore:
                 yield conn
         except (InvalidTransition, JobNotFound, SchemaError):
             raise
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, self._driver_error) as exc:
+            # The hot path runs on the driver's cursor, so its errors come unwrapped.
             self._drop_connection()
             raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
 
@@ -260,13 +286,34 @@ class SQLStore:
         ]
 
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
+        """SQLite: a datagram to each master, after the commit. PostgreSQL sends
+        NOTIFY inside the transaction that inserts the jobs instead (`_notify`)."""
         if self._waker is not None:
             self._waker.wake(queues, earliest_run_at)
 
-    def wake_listener(self) -> WakeListener | None:
-        if self.database_path is None:
-            return None
-        return WakeListener(self.database_path)
+    def _notify(self, conn: Connection, queues: set[str], earliest_run_at: float) -> None:
+        """NOTIFY in `conn`'s transaction: PostgreSQL delivers it at commit, or never."""
+        from jobd.store.pglisten import CHANNEL_SQL, payloads
+
+        for payload in payloads(queues, earliest_run_at):
+            conn.exec_driver_sql(
+                f"SELECT pg_notify({CHANNEL_SQL}, %(payload)s)", {"payload": payload}
+            )
+
+    def wake_listener(self) -> WakeSource | None:
+        if self.database_path is not None:
+            return WakeListener(self.database_path)
+        from jobd.store.pglisten import PgListener
+
+        return PgListener(self._listen_connection, self.timeout)
+
+    def _listen_connection(self) -> Any:
+        """A new autocommit psycopg connection to the store's database (LISTEN)."""
+        import psycopg
+
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        params["connect_timeout"] = max(int(self.timeout + 0.999), 1)
+        return psycopg.connect(**params, autocommit=True)
 
     def _insert(self, conn: Connection, new: Sequence[NewJob]) -> list[EnqueueResult]:
         plain = [job for job in new if job.unique_key is None]
@@ -288,6 +335,8 @@ class SQLStore:
                 results.append(EnqueueResult(_new_job_record(ids[id(job)], job), True))
             else:
                 results.append(self._insert_unique(conn, job))
+        if self.dialect == "postgresql":
+            self._notify(conn, {job.queue for job in new}, min(job.run_at for job in new))
         return results
 
     def _insert_sqlite(self, conn: Connection, plain: Sequence[NewJob]) -> range:
@@ -340,19 +389,84 @@ class SQLStore:
     def exchange(
         self, node_id: int, settles: list[Settle], queues: tuple[str, ...], limit: int, now: float
     ) -> list[Claim]:
-        with self._transaction() as conn:
-            if settles:
-                self._apply_settles(conn, node_id, settles)
-            if limit <= 0:
-                return []
-            rows = self._claim_statement(queues).execute(conn, (now, limit, node_id))
-        return claims_from_rows(rows)
+        return self.exchange_many(node_id, settles, [ClaimRequest(queues, limit)], now)[0]
+
+    def exchange_many(
+        self, node_id: int, settles: list[Settle], requests: Sequence[ClaimRequest], now: float
+    ) -> list[list[Claim]]:
+        if self._doubt is not None:  # the last exchange's COMMIT got no answer (doubt.py)
+            doubt = resolve_doubt(self, self._doubt)
+            self._doubt = None
+            if doubt.committed:
+                self._applied.update((id(s), s) for s in doubt.settles)
+        if self._applied:
+            settles = [s for s in settles if id(s) not in self._applied]
+        committing = False
+        try:
+            with self._transaction() as conn:
+                if settles:
+                    self._apply_settles(conn, node_id, settles)
+                claimed = [self._claim(conn, node_id, request, now) for request in requests]
+                committing = self.dialect == "postgresql"
+        except StoreError:
+            flat = [claim for claims in claimed for claim in claims] if committing else []
+            if flat or (committing and settles):
+                self._doubt = Doubt(node_id, settles, flat)
+            raise
+        self._applied.clear()
+        return claimed
+
+    def _claim(
+        self, conn: Connection, node_id: int, request: ClaimRequest, now: float
+    ) -> list[Claim]:
+        if request.limit <= 0:
+            return []
+        if request.weights is None or len(request.queues) == 1:
+            rows = self._claim_statement(request.queues).execute(
+                conn, (now, request.limit, node_id)
+            )
+            return claims_from_rows(rows)
+        return self._claim_weighted(conn, node_id, request, now)
+
+    def _claim_weighted(
+        self, conn: Connection, node_id: int, request: ClaimRequest, now: float
+    ) -> list[Claim]:
+        """Each queue's next jobs, shared by weight (store/fairness.py), then claimed.
+
+        Two statements in the claim's transaction: on SQLite the write lock
+        keeps the candidates; on PostgreSQL they are locked FOR UPDATE SKIP
+        LOCKED and those not chosen are released at commit.
+        """
+        assert request.weights is not None
+        candidates = [
+            [
+                row[0]
+                for row in conn.execute(
+                    self._ready(queue), {"c_now": now, "c_limit": request.limit}
+                )
+            ]
+            for queue in request.queues
+        ]
+        chosen = weighted_merge(candidates, request.weights, request.limit)
+        if not chosen:
+            return []
+        rank = {job_id: i for i, job_id in enumerate(chosen)}
+        rows = conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(chosen), IS_QUEUED)
+            .values(state="running", attempts=jobs.c.attempts + 1, node_id=node_id, started_at=now)
+            .returning(*CLAIM_COLUMNS)
+        ).all()
+        return sorted((Claim._make(row) for row in rows), key=lambda c: rank[c.id])
 
     def _apply_settles(self, conn: Connection, node_id: int, settles: list[Settle]) -> None:
         self._settle.execute_many(conn, settle_rows(node_id, settles))
         follow_ups = [_row(s.follow_up) for s in settles if s.follow_up is not None]
         if follow_ups:
             conn.execute(insert(jobs), follow_ups)
+            if self.dialect == "postgresql":
+                queues = {s.follow_up.queue for s in settles if s.follow_up is not None}
+                self._notify(conn, queues, min(row["run_at"] for row in follow_ups))
         recorded = attempt_rows(settles)
         if recorded:
             self._record.execute_many(conn, recorded)
@@ -412,21 +526,13 @@ class SQLStore:
     # -- nodes ---------------------------------------------------------------
 
     def register_node(self, name: str, hostname: str, pid: int, now: float) -> int:
-        with self._transaction() as conn:
-            row = conn.execute(
-                insert(nodes).values(
-                    name=name, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now
-                )
-            )
-            return _new_id(row)
+        return node_sql.register(self, name, hostname, pid, now)
 
-    def heartbeat(self, node_id: int, now: float, info: dict[str, Any]) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                update(nodes)
-                .where(nodes.c.id == node_id)
-                .values(heartbeat_at=now, info=json.dumps(info, separators=(",", ":")))
-            )
+    def heartbeat(self, node_id: int, now: float, info: dict[str, Any]) -> Pulse | None:
+        return node_sql.heartbeat(self, node_id, now, info)
+
+    def dead_nodes(self, now: float, timeout: float, exclude: int | None = None) -> list[NodeInfo]:
+        return node_sql.dead_nodes(self, now, timeout, exclude)
 
     def stop_node(self, node_id: int, now: float) -> None:
         with self._transaction() as conn:
@@ -452,23 +558,15 @@ class SQLStore:
             ]
 
     def rescue_node(
-        self, node_id: int, now: float, decide: Callable[[Claim], Settle]
+        self,
+        node_id: int,
+        now: float,
+        decide: Callable[[Claim], Settle],
+        timeout: float | None = None,
     ) -> list[Settle]:
-        """Settle a dead node's running jobs with `decide`, and mark it stopped."""
-        stmt: Select[Any] = select(*CLAIM_COLUMNS).where(IS_RUNNING, jobs.c.node_id == node_id)
-        if self.dialect == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        with self._transaction() as conn:
-            held = [Claim._make(row) for row in conn.execute(stmt)]
-            settles = [decide(claim) for claim in held]
-            if settles:
-                self._apply_settles(conn, node_id, settles)
-            conn.execute(
-                update(nodes)
-                .where(nodes.c.id == node_id, nodes.c.stopped_at.is_(None))
-                .values(stopped_at=now)
-            )
-        return settles
+        """Settle a dead node's running jobs with `decide`, and mark it stopped (nodes.py)."""
+        running = select(*CLAIM_COLUMNS).where(IS_RUNNING, jobs.c.node_id == node_id)
+        return node_sql.rescue(self, node_id, now, decide, timeout, running)
 
     def cancel_requests(self, node_id: int) -> list[int]:
         with self._transaction(write=False) as conn:
@@ -568,6 +666,8 @@ class SQLStore:
                 raise InvalidTransition(
                     f"job {job_id}: a queued or running job already has its unique key"
                 ) from None
+            if self.dialect == "postgresql":
+                self._notify(conn, {job.queue}, now)
         self.wake({job.queue}, now)
         return self.get_job(job_id)
 
@@ -800,6 +900,23 @@ def _new_id(result: Any) -> int:
     return int(key[0])
 
 
+def _alive(conn: Connection) -> bool:
+    """Is a kept PostgreSQL connection still usable? Checked before each transaction.
+
+    An idle connection has nothing to read: a readable socket holds the
+    server's goodbye (`pg_terminate_backend`, a shutdown) or its EOF. One
+    non-blocking poll (a few microseconds) spares a failed transaction.
+    """
+    raw: Any = conn.connection.dbapi_connection
+    if raw is None or raw.closed or raw.broken:
+        return False
+    try:
+        readable, _, _ = wait_readable([raw.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
 def _sqlite_reason(exc: sqlite3.Error) -> str:
     text = str(exc)
     if "interrupted" in text:
@@ -807,8 +924,10 @@ def _sqlite_reason(exc: sqlite3.Error) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     """The driver's own words, on one line, without SQLAlchemy's boilerplate."""
+    if isinstance(exc, sqlite3.Error):
+        return _sqlite_reason(exc)
     text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
     if isinstance(exc, OperationalError) and "interrupted" in text:
         text = "the statement ran past the store timeout"

@@ -86,7 +86,7 @@ class Template(Protocol):
 
     def receive(self) -> list[dict[str, Any]] | None: ...
 
-    def fork_worker(self, slot: int) -> Channel: ...
+    def fork_worker(self, slot: int, pool: str) -> Channel: ...
 
     def stop(self) -> None: ...
 
@@ -152,12 +152,11 @@ class TemplateProcess:
                 return messages or None
             messages.append(json.loads(data))
 
-    def fork_worker(self, slot: int) -> Channel:
+    def fork_worker(self, slot: int, pool: str) -> Channel:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            socket.send_fds(
-                self.ctl, [encode_datagram({"op": "fork", "slot": slot})], [theirs.fileno()]
-            )
+            order = encode_datagram({"op": "fork", "slot": slot, "pool": pool})
+            socket.send_fds(self.ctl, [order], [theirs.fileno()])
         finally:
             theirs.close()
         return Channel(ours)

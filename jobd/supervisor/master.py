@@ -33,11 +33,12 @@ from jobd import exitcodes, logs
 from jobd.policy import policy_from_json
 from jobd.scheduling import Scheduler
 from jobd.settings import ConfigError, Settings, keep_unreloadable
-from jobd.store.base import Attempt, Claim, Settle, StoreError
+from jobd.store.base import Attempt, Claim, ClaimRequest, Settle, StoreError
 from jobd.supervisor import node
 from jobd.supervisor.children import Launcher, ProcessLauncher
 from jobd.supervisor.outcomes import after_attempt, never_started
 from jobd.supervisor.pool import Worker
+from jobd.supervisor.scaling import Load, decide
 from jobd.supervisor.signals import SignalWatch
 from jobd.supervisor.workforce import Generation, Workforce
 from jobd.systemd import Notifier
@@ -78,8 +79,10 @@ class Master:
         notifier: Notifier | None = None,
         signals: bool = True,
         reload: Callable[[], Settings] | None = None,
+        open_store: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.open_store = open_store  # when `store` is None: opened by start(), closed by close()
         self.load_settings = reload  # re-reads the config file and environment (SIGHUP)
         self.store = store
         self.clock = clock or SystemClock()
@@ -96,8 +99,11 @@ class Master:
         self.hostname = socket.gethostname()
         self.node_id = 0
         self.settles: list[Settle] = []
-        self.held: list[Claim] = []  # claimed, waiting for a worker that may take them
-        self.dry = False  # the last claim found fewer ready jobs than it asked for
+        # claimed, waiting for a worker of its pool that may take them
+        self.held: list[tuple[str, Claim]] = []
+        # pools whose last claim found fewer ready jobs than asked: no claim until
+        # a wake-up, a poll, a timer or a requeue says there may be more
+        self.dry: set[str] = set()
         self.wake_at: float | None = None  # wall clock: a delayed job becomes ready
         self.recheck_at: float | None = None
         self.store_retry_at = 0.0
@@ -109,7 +115,9 @@ class Master:
         self.queued_estimate: int | None = None
         self.oldest_ready_age: float | None = None
         self.reload_error: str | None = None
-        self.bounds = (settings.pool.min_workers, settings.pool.max_workers)
+        self.bounds = {p.name: (p.min_workers, p.max_workers) for p in settings.pool_specs()}
+        self.last_change = {p.name: self.clock.monotonic() for p in settings.pool_specs()}
+        self.next_scale = self.clock.monotonic()
         self.rates = node.Rates()
         self.title = ""
         now = self.clock.monotonic()
@@ -138,6 +146,12 @@ class Master:
         return self.exit_code
 
     def start(self) -> None:
+        # The template first: its interpreter starts and imports the application
+        # while this process imports SQLAlchemy (0.3 s) and opens the store.
+        self.workforce.start()
+        if self.store is None:
+            assert self.open_store is not None
+            self.store = self.open_store()
         self.store.check_schema()
         now = self.clock.time()
         name = self.settings.jobd.node_name or self.hostname
@@ -148,12 +162,15 @@ class Master:
         }
         node.rescue_dead_local_nodes(self, now)
         self._listen_for_wakeups()
-        self.workforce.start()
-        pool = self.settings.pool
         log.info(
-            "node %s started: serving %s with %s-%s workers",
-            self.node_id, ",".join(pool.queues), pool.min_workers, pool.max_workers,
-        )  # fmt: skip
+            "node %s started: %s",
+            self.node_id,
+            "; ".join(
+                f"pool {p.name} serves {','.join(p.queues)} with {p.min_workers}-{p.max_workers} "
+                "workers"
+                for p in self.settings.pool_specs()
+            ),
+        )
 
     def _listen_for_wakeups(self) -> None:
         """The store's wake-up source (None: the poll interval is the only backstop)."""
@@ -167,7 +184,7 @@ class Master:
         if self.listener is None:
             return
         if not self.listener.check():
-            self.dry = False  # wake-ups may have been missed
+            self.mark_ready()  # wake-ups may have been missed
         fd = self.listener.fileno()
         if fd != self.listener_fd:
             with contextlib.suppress(KeyError, ValueError):
@@ -178,6 +195,8 @@ class Master:
 
     def close(self) -> None:
         self.workforce.close()
+        if self.open_store is not None and self.store is not None:
+            self.store.close()
         if self.listener is not None:
             self.listener.close()
         if self.signals is not None:
@@ -191,7 +210,8 @@ class Master:
         now = self.clock.monotonic()
         if self.settles and now >= self.store_retry_at:
             return 0.0
-        deadlines = [self.next_heartbeat, self.next_poll, *self.workforce.deadlines()]
+        deadlines = [self.next_heartbeat, self.next_poll, self.next_scale]
+        deadlines += self.workforce.deadlines()
         if self.notifier.watchdog_usec:
             deadlines.append(self.next_watchdog)
         wall_to_mono = now - self.clock.time()
@@ -285,8 +305,10 @@ class Master:
             self.scheduler.reload(settings)
         self.reload_error = None
         logs.set_level(settings.jobd.log_level)
-        self.bounds = (settings.pool.min_workers, settings.pool.max_workers)
-        self.dry = False
+        self.bounds = {p.name: (p.min_workers, p.max_workers) for p in settings.pool_specs()}
+        now = self.clock.monotonic()
+        self.last_change = {p.name: now for p in settings.pool_specs()}
+        self.mark_ready()
         self.notifier.ready(self.status_line())
 
     def reload_failed(self, reason: str) -> None:
@@ -295,14 +317,15 @@ class Master:
         self.notifier.ready(self.status_line())
 
     def adjust_bounds(self, delta: int) -> None:
-        """SIGTTIN/SIGTTOU: raise or lower the pool bounds by one (until a reload)."""
-        low, high = self.bounds
-        low, high = max(1, low + delta), max(1, high + delta)
-        self.bounds = (low, high)
-        self.workforce.target = low
-        log.info("pool bounds now %d-%d workers", low, high)
+        """SIGTTIN/SIGTTOU: raise or lower every pool's bounds by one (until a reload)."""
+        for name, (old_low, old_high) in self.bounds.items():
+            low, high = max(1, old_low + delta), max(1, old_high + delta)
+            self.bounds[name] = (low, high)
+            target = self.workforce.targets.get(name, low)
+            self.workforce.targets[name] = min(max(target, low), high)
+            log.info("pool %s: bounds now %d-%d workers", name, low, high)
+            self.workforce.shrink(name)
         self.workforce.spawn_workers()
-        self.workforce.shrink()
 
     def begin_drain(self, exit_code: int = exitcodes.OK) -> None:
         """Stop claiming; let running jobs finish up to graceful_timeout."""
@@ -338,7 +361,8 @@ class Master:
     # -- what the workforce reports ------------------------------------------
 
     def worker_booted(self, booted: int) -> None:
-        if self.phase is Phase.STARTING and booted >= self.settings.pool.min_workers:
+        wanted = sum(pool.min_workers for pool in self.settings.pool_specs())
+        if self.phase is Phase.STARTING and booted >= wanted:
             self.phase = Phase.RUNNING
             self.notifier.ready(self.status_line())
             log.info("ready: %d workers", booted)
@@ -376,18 +400,27 @@ class Master:
     def requeue(self, claim: Claim) -> None:
         """A job that never started (it waited in a dead worker's pipe)."""
         self.settles.append(never_started(claim))
-        self.dry = False
+        self.mark_ready([claim.queue])
+
+    def mark_ready(self, queues: list[str] | None = None) -> None:
+        """There may be ready jobs again (in `queues`, or anywhere): claim."""
+        if queues is None:
+            self.dry.clear()
+            return
+        for pool in self.workforce.pools.values():
+            if not set(pool.queues).isdisjoint(queues):
+                self.dry.discard(pool.name)
 
     # -- wake-ups, timers ----------------------------------------------------
 
     def _on_wakeups(self) -> None:
-        served = set(self.settings.pool.queues)
+        served = set(self.settings.served_queues())
         now = self.clock.time()
         for run_at, queues in self.listener.drain():
             if served.isdisjoint(queues):
                 continue
             if run_at <= now:
-                self.dry = False
+                self.mark_ready(queues)
                 if self.recheck_at is None:
                     self.recheck_at = now + RECHECK_AFTER_WAKE
             else:
@@ -396,11 +429,17 @@ class Master:
     def _run_timers(self) -> None:
         mono, now = self.clock.monotonic(), self.clock.time()
         if self.wake_at is not None and now >= self.wake_at:
-            self.wake_at, self.dry = None, False
+            self.wake_at = None
+            self.mark_ready()
         if self.recheck_at is not None and now >= self.recheck_at:
-            self.recheck_at, self.dry = None, False
+            self.recheck_at = None
+            self.mark_ready()
         if mono >= self.next_poll:
-            self.next_poll, self.dry = mono + self.settings.store.poll_interval, False
+            self.next_poll = mono + self.settings.store.poll_interval
+            self.mark_ready()
+        if mono >= self.next_scale:
+            self.next_scale = mono + min(p.scale_interval for p in self.workforce.pools.values())
+            self.autoscale(now)
         if mono >= self.next_heartbeat:
             self.next_heartbeat = mono + self.settings.store.heartbeat_interval
             node.heartbeat(self, now)
@@ -417,24 +456,23 @@ class Master:
             # A comparison until a fire is due; then one bounded transaction.
             self.schedule_due = self.scheduler.tick(now)
             if self.scheduler.fired:
-                self.dry = False
+                self.mark_ready()
 
     # -- the store transaction -----------------------------------------------
 
     def exchange(self) -> None:
-        """Settle finished attempts and claim jobs for free workers, in one transaction."""
+        """Settle finished attempts and claim jobs for every pool's free workers, in one
+        transaction."""
         self._dispatch_held()
-        limit = self._claim_limit()
-        if not self.settles and (limit == 0 or self.dry):
+        requests, pools = self._claim_requests()
+        if not self.settles and not requests:
             return
         mono = self.clock.monotonic()
         if mono < self.store_retry_at:
             return
         settles, self.settles = self.settles, []
         try:
-            claims = self.store.exchange(
-                self.node_id, settles, self.settings.pool.queues, limit, self.clock.time()
-            )
+            claimed = self.store.exchange_many(self.node_id, settles, requests, self.clock.time())
         except StoreError as exc:
             self.settles = settles + self.settles
             self._store_failed(exc, mono)
@@ -443,26 +481,81 @@ class Master:
             log.info("the store is reachable again")
             self.store_failures = 0
         self.counters["exchanges"] += 1
-        self.counters["claimed"] += len(claims)
-        self.dry = len(claims) < limit
-        for claim in claims:
-            if not self.workforce.assign(claim):
-                self.held.append(claim)
+        for pool, request, claims in zip(pools, requests, claimed, strict=True):
+            self.counters["claimed"] += len(claims)
+            if len(claims) < request.limit:
+                self.dry.add(pool)
+            for claim in claims:
+                if not self.workforce.assign(claim, pool):
+                    self.held.append((pool, claim))
         self.workforce.send_assigned()
 
-    def _claim_limit(self) -> int:
+    def _claim_requests(self) -> tuple[list[ClaimRequest], list[str]]:
+        """One request per pool that has free workers and may have ready jobs."""
         if self.phase is not Phase.RUNNING:
-            return 0
-        return max(0, self.workforce.capacity() - len(self.held))
+            return [], []
+        requests, pools = [], []
+        for name, pool in self.workforce.pools.items():
+            if name in self.dry:
+                continue
+            held = sum(1 for owner, _ in self.held if owner == name)
+            limit = self.workforce.capacity(name) - held
+            if limit > 0:
+                requests.append(ClaimRequest(pool.queues, limit, pool.weights))
+                pools.append(name)
+        return requests, pools
 
     def _dispatch_held(self) -> None:
-        while self.held and self.workforce.any_idle():
-            self.workforce.assign(self.held.pop(0))
+        waiting, self.held = self.held, []
+        for pool, claim in waiting:
+            if not (self.workforce.any_idle(pool) and self.workforce.assign(claim, pool)):
+                self.held.append((pool, claim))
         self.workforce.send_assigned()
 
     def _return_held(self) -> None:
-        self.settles.extend(never_started(claim) for claim in self.held)
+        self.settles.extend(never_started(claim) for _, claim in self.held)
         self.held = []
+
+    # -- autoscaling -----------------------------------------------------------
+
+    def autoscale(self, now: float) -> None:
+        """Each pool's size from its queues' load (supervisor/scaling.py decides)."""
+        try:
+            loads = self.store.queue_load(self.settings.served_queues(), now)
+        except StoreError as exc:
+            log.warning("autoscaling: %s", exc)
+            return
+        self.queued_estimate = sum(load.queued for load in loads.values())
+        oldest = min((q.oldest_ready for q in loads.values() if q.oldest_ready), default=None)
+        self.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
+        if self.phase is not Phase.RUNNING:
+            return
+        mono = self.clock.monotonic()
+        for name, pool in self.workforce.pools.items():
+            mine = [loads[queue] for queue in pool.queues if queue in loads]
+            oldest = min((q.oldest_ready for q in mine if q.oldest_ready), default=None)
+            workers = self.workforce.live(name)
+            busy = sum(1 for w in workers if w.inflight)
+            load = Load(
+                ready=sum(q.ready for q in mine),
+                oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
+                mean_runtime=self.workforce.pool_runtime.get(name),
+                busy=busy,
+                idle=len(workers) - busy,
+                idle_expired=self.workforce.idle_longer_than(name, pool.idle_timeout),
+                since_change=mono - self.last_change.get(name, mono),
+            )
+            current = self.workforce.targets[name]
+            decision = decide(current, load, pool.scaling(self.bounds.get(name)))
+            if decision.target == current:
+                continue
+            log.info("pool %s: %s", name, decision.reason)
+            self.workforce.targets[name] = decision.target
+            self.last_change[name] = mono
+            if decision.target > current:
+                self.workforce.spawn_workers()
+            else:
+                self.workforce.shrink(name, idle_only=True)
 
     def _store_failed(self, exc: StoreError, mono: float) -> None:
         self.store_failures += 1
@@ -506,9 +599,17 @@ class Master:
 
     def status_line(self) -> str:
         """STATUS= and the heartbeat: `3/8 busy, 120 queued (oldest 35s), 1.2k done/min, ...`."""
-        workers = [w for w in self.workers.values() if not w.standby]
-        busy = sum(1 for w in workers if w.inflight)
-        parts = [f"{busy}/{len(workers)} busy"]
+        parts = []
+        pools = self.workforce.pools
+        for name in pools:
+            workers = [w for w in self.workforce.pool_workers(name) if not w.standby]
+            busy = sum(1 for w in workers if w.inflight)
+            size = len(self.workforce.live(name))
+            text = f"{busy}/{size} busy" if len(pools) == 1 else f"{name} {busy}/{size} busy"
+            target = self.workforce.targets.get(name, size)
+            if target != size:
+                text += f" (target {target})"
+            parts.append(text)
         if self.queued_estimate is not None:
             queued = f"{node.short(self.queued_estimate)} queued"
             if self.oldest_ready_age is not None and self.queued_estimate:

@@ -1,21 +1,33 @@
 """The master's periodic duties as a node: heartbeat, status, rescue, cancels.
 
-A rerun happens only when the run that held a job is provably dead. On one
-host that proof is immediate: a node row whose master pid no longer exists
-(or now belongs to a younger process) is dead, so a restarted master puts
-that node's running jobs back at once instead of waiting for a timeout.
+A rerun happens only when the run that held a job is provably dead, and
+there are two proofs:
+
+- on its own host, a node is dead when its master's pid no longer exists
+  (or now belongs to a younger process), so a restarted master puts the
+  running jobs of its earlier incarnations (same host name, same node name)
+  back at once instead of waiting for a timeout;
+- anywhere, a node is dead when its heartbeat is older than
+  `store.node_timeout`: every heartbeat, each master rescues such nodes, on
+  any host (the store makes sure that happens once: store/nodes.py).
+
+Nodes with other names on the same host are treated as other hosts (the
+heartbeat rule): several masters may share a host name but not a pid
+namespace (containers), and a pid is only proof inside its own namespace.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from jobd.store.base import Claim, Settle, StoreError
+from jobd.store.base import Claim, Pulse, Settle, StoreError
 from jobd.supervisor.outcomes import after_attempt, death_attempt
+from jobd.units import format_duration
 
 if TYPE_CHECKING:
     from jobd.supervisor.master import Master
@@ -36,40 +48,93 @@ def process_alive(pid: int, since: float) -> bool:
         return True  # cannot tell: assume alive, never rescue on a guess
 
 
+def node_name(master: Master) -> str:
+    return master.settings.jobd.node_name or master.hostname
+
+
 def rescue_dead_local_nodes(master: Master, now: float) -> None:
+    """Earlier incarnations of this node whose master pid is gone: rescued at once."""
+    name = node_name(master)
     for other in master.store.nodes():
-        if other.id == master.node_id or other.hostname != master.hostname:
+        if other.id == master.node_id or (other.hostname, other.name) != (master.hostname, name):
             continue
         if process_alive(other.pid, other.started_at):
             continue
-
-        def decide(claim: Claim, node_id: int = other.id, pid: int = other.pid) -> Settle:
-            attempt = death_attempt(
-                claim,
-                node_id,
-                None,
-                None,
-                now,
-                "lost",
-                f"node {node_id} (master pid {pid}) died while the job ran",
-            )
-            return after_attempt(
-                claim,
-                attempt,
-                master.workforce.policy(claim.routine),
-                now,
-                master.rand.random(),
-                failed_hook=claim.routine in master.workforce.failed_hooks,
-            )
-
-        settles = master.store.rescue_node(other.id, now, decide)
+        why = f"node {other.id} (master pid {other.pid}) died while the job ran"
+        settles = master.store.rescue_node(other.id, now, _decider(master, other.id, why, now))
         log.warning(
             "node %s (pid %s) is dead: %d of its running jobs put back or failed",
             other.id,
             other.pid,
             len(settles),
         )
-        master.dry = False
+        master.mark_ready()
+
+
+def rescue_stale_nodes(master: Master, now: float) -> None:
+    """Nodes, on any host, whose heartbeat is older than `store.node_timeout`."""
+    timeout = master.settings.store.node_window()
+    for other in master.store.dead_nodes(now, timeout, exclude=master.node_id):
+        why = (
+            f"node {other.id} ({other.name} on {other.hostname}, master pid {other.pid}) "
+            f"stopped heartbeating for over {format_duration(timeout)} while the job ran"
+        )
+        settles = master.store.rescue_node(
+            other.id, now, _decider(master, other.id, why, now), timeout=timeout
+        )
+        if not settles:  # it held nothing, or another node got to it first
+            log.info(
+                "node %s (%s on %s) has not heartbeated for over %s: dead",
+                other.id, other.name, other.hostname, format_duration(timeout),
+            )  # fmt: skip
+            continue
+        log.warning(
+            "node %s (%s on %s) has not heartbeated for over %s: %d of its running jobs "
+            "put back or failed",
+            other.id, other.name, other.hostname, format_duration(timeout), len(settles),
+        )  # fmt: skip
+        master.mark_ready()
+
+
+def _decider(master: Master, node_id: int, why: str, now: float) -> Callable[[Claim], Settle]:
+    """Where each job of a dead node goes: its attempt was lost; retry or fail by policy."""
+
+    def decide(claim: Claim) -> Settle:
+        attempt = death_attempt(claim, node_id, None, None, now, "lost", why)
+        return after_attempt(
+            claim,
+            attempt,
+            master.workforce.policy(claim.routine),
+            now,
+            master.rand.random(),
+            failed_hook=claim.routine in master.workforce.failed_hooks,
+        )
+
+    return decide
+
+
+def _noticed_gap(master: Master, pulse: Pulse | None) -> None:
+    """A heartbeat after a long silence: other nodes may have taken this node's jobs.
+
+    Nothing to undo: this node's settles apply only to jobs still running on it
+    in the attempt they report, so a job rescued and run elsewhere keeps that
+    run's outcome; this node's late results are recorded as attempts only.
+    """
+    if pulse is None:
+        return
+    timeout = master.settings.store.node_window()
+    if pulse.was_stopped_at is not None:
+        log.warning(
+            "node %s was declared dead by another node (no heartbeat for over %s) and is "
+            "live again: the jobs it was running were put back and may run twice",
+            master.node_id, format_duration(timeout),
+        )  # fmt: skip
+    elif pulse.at - pulse.previous > timeout:
+        log.warning(
+            "node %s could not record a heartbeat for %s (over store.node_timeout, %s): "
+            "other nodes may have put its running jobs back",
+            master.node_id, format_duration(pulse.at - pulse.previous), format_duration(timeout),
+        )  # fmt: skip
 
 
 class Rates:
@@ -110,16 +175,13 @@ def heartbeat(master: Master, now: float) -> None:
         master.clock.monotonic(), counters["succeeded"] + counters["failed"], counters["failed"]
     )
     try:
-        master.store.heartbeat(master.node_id, now, node_info(master))
-        load = master.store.queue_load(master.settings.pool.queues, now)
-        master.queued_estimate = sum(q.queued for q in load.values())
-        oldest = min((q.oldest_ready for q in load.values() if q.oldest_ready), default=None)
-        master.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
+        _noticed_gap(master, master.store.heartbeat(master.node_id, now, node_info(master)))
         _cancel_requested(master, master.store.cancel_requests(master.node_id))
         rescue_dead_local_nodes(master, now)
-        master.check_listener()
+        rescue_stale_nodes(master, now)
     except StoreError as exc:
         log.warning("heartbeat: %s", exc)
+    master.check_listener()  # its own connection: checked even when the store is not
     master.notifier.status(master.status_line())
 
 
@@ -160,10 +222,18 @@ def node_info(master: Master) -> dict[str, Any]:
     return {
         "phase": master.phase.value,
         "generation": master.workforce.generation,
-        "queues": list(master.settings.pool.queues),
-        "target": master.workforce.target,
-        "min_workers": master.settings.pool.min_workers,
-        "max_workers": master.settings.pool.max_workers,
+        "queues": list(master.settings.served_queues()),
+        "pools": [
+            {
+                "name": name,
+                "queues": list(pool.queues),
+                "workers": len(master.workforce.live(name)),
+                "target": master.workforce.targets.get(name),
+                "min_workers": master.bounds.get(name, (pool.min_workers, pool.max_workers))[0],
+                "max_workers": master.bounds.get(name, (pool.min_workers, pool.max_workers))[1],
+            }
+            for name, pool in master.workforce.pools.items()
+        ],
         "counters": dict(master.counters),
         "workers": workers,
     }

@@ -66,6 +66,8 @@ class Worker:
     signalled: int | None = None  # the last signal the master sent it
     boot_error: str | None = None
     job_quota: int | None = None  # retire after this many jobs (max_jobs_per_worker)
+    pool: str = "default"
+    idle_since: float | None = None  # monotonic: when it last had nothing to do
     exited: bool = False
 
     @property

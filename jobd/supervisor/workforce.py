@@ -95,7 +95,9 @@ class Workforce:
         self.policies: dict[str, Policy] = {}
         self.failed_hooks: set[str] = set()
         self.runtimes = Runtimes()
-        self.target = settings.pool.min_workers
+        self.pools = {pool.name: pool for pool in settings.pool_specs()}
+        self.targets = {name: pool.min_workers for name, pool in self.pools.items()}
+        self.pool_runtime: dict[str, float] = {}  # recent mean runtime per pool
         self.spawning = True  # false once draining or stopping
         self.crashes: list[float] = []
         self.spawn_not_before = 0.0
@@ -191,12 +193,13 @@ class Workforce:
         if pending is None:
             return
         booted = [w for w in self.workers.values() if w.generation == pending.number and w.booted]
-        if len(booted) < pending.settings.pool.min_workers:
+        if len(booted) < sum(pool.min_workers for pool in pending.settings.pool_specs()):
             return
         old = self.current
         self.current, self.pending = pending, None
         self.settings = pending.settings
-        self.target = self.settings.pool.min_workers
+        self.pools = {pool.name: pool for pool in self.settings.pool_specs()}
+        self.targets = {name: pool.min_workers for name, pool in self.pools.items()}
         for worker in list(self.workers.values()):
             if worker.generation == pending.number:
                 worker.standby = False
@@ -228,37 +231,45 @@ class Workforce:
         if not self.spawning:
             return
         if self.clock.monotonic() >= self.spawn_not_before:
-            self._spawn(self.current, self.target)
+            self._spawn(self.current, self.targets)
         if self.pending is not None:
-            self._spawn(self.pending, self.pending.settings.pool.min_workers, standby=True)
+            wanted = {p.name: p.min_workers for p in self.pending.settings.pool_specs()}
+            self._spawn(self.pending, wanted, standby=True)
 
-    def _spawn(self, generation: Generation, count: int, standby: bool = False) -> None:
+    def _spawn(self, generation: Generation, wanted: dict[str, int], standby: bool = False) -> None:
         if not generation.ready or generation.template is None:
             return
-        live = [
-            w for w in self.workers.values()
-            if w.generation == generation.number and not w.retiring and w.kill_reason is None
-        ]  # fmt: skip
         now = self.clock.monotonic()
-        for _ in range(count - len(live)):
-            slot = next(n for n in range(1, len(self.workers) + 2) if n not in self.workers)
-            channel = generation.template.fork_worker(slot)
-            worker = Worker(slot, generation.number, channel, now, standby=standby)
-            worker.job_quota = self._job_quota()
-            self.workers[slot] = worker
-            self.selector.register(worker.channel, selectors.EVENT_READ, worker)
+        for pool, count in wanted.items():
+            for _ in range(count - len(self.live(pool, generation.number))):
+                slot = next(n for n in range(1, len(self.workers) + 2) if n not in self.workers)
+                channel = generation.template.fork_worker(slot, pool)
+                worker = Worker(slot, generation.number, channel, now, standby=standby, pool=pool)
+                worker.job_quota = self._job_quota()
+                self.workers[slot] = worker
+                self.selector.register(worker.channel, selectors.EVENT_READ, worker)
 
-    def shrink(self) -> None:
-        """Retire workers beyond the target: unbooted, then idle, then busy; highest slot first."""
-        live = [
+    def live(self, pool: str, generation: int | None = None) -> list[Worker]:
+        """A pool's workers that count towards its size (not leaving, not killed)."""
+        number = self.current.number if generation is None else generation
+        return [
             w for w in self.workers.values()
-            if w.generation == self.current.number and not w.retiring and w.kill_reason is None
+            if w.pool == pool and w.generation == number and not w.retiring
+            and w.kill_reason is None
         ]  # fmt: skip
-        extra = len(live) - self.target
+
+    def shrink(self, pool: str, idle_only: bool = False) -> int:
+        """Retire workers beyond the pool's target: unbooted, then idle, then (unless
+        `idle_only`) busy ones, highest slot first. How many were retired."""
+        live = self.live(pool)
         order = sorted(live, key=lambda w: (w.booted, not w.idle, -w.slot))
-        for worker in order[: max(extra, 0)]:
-            log.info("retiring worker %s (pid %s): the pool shrinks", worker.slot, worker.pid)
+        if idle_only:
+            order = [w for w in order if w.idle or not w.booted]
+        retired = order[: max(len(live) - self.targets.get(pool, 0), 0)]
+        for worker in retired:
+            log.info("retiring worker %s (pid %s): pool %s shrinks", worker.slot, worker.pid, pool)
             self.retire(worker)
+        return len(retired)
 
     def _job_quota(self) -> int | None:
         quota = self.settings.pool.max_jobs_per_worker
@@ -314,6 +325,7 @@ class Workforce:
 
     def _on_hello(self, worker: Worker, pid: int) -> None:
         worker.booted = True
+        worker.idle_since = self.clock.monotonic()
         if worker.pid is None:
             worker.pid = pid
             self.by_pid[pid] = worker
@@ -324,6 +336,7 @@ class Workforce:
         current = self.current.number
         booted = sum(1 for w in self.workers.values() if w.booted and w.generation == current)
         self.supervisor.worker_booted(booted)
+        self.shrink(worker.pool, idle_only=True)  # a target lowered while it booted
 
     def _on_done(self, worker: Worker, message: dict[str, Any]) -> None:
         if not worker.inflight or worker.inflight[0].claim.id != message.get("id"):
@@ -348,9 +361,14 @@ class Workforce:
             _apply_verdict(attempt, flight.verdict)
         self.supervisor.settle(claim, attempt, message.get("result"))
         worker.jobs_done += 1
+        mean = self.pool_runtime.get(worker.pool)
+        elapsed = max(finished - started, 0.0)
+        self.pool_runtime[worker.pool] = elapsed if mean is None else mean + 0.2 * (elapsed - mean)
         if worker.inflight:
             head = worker.inflight[0]
             head.started, head.started_mono = finished, self.clock.monotonic()
+        else:
+            worker.idle_since = self.clock.monotonic()
         self._maybe_recycle(worker, message.get("rss_now"))
 
     def _maybe_recycle(self, worker: Worker, rss_now: int | None) -> None:
@@ -421,30 +439,39 @@ class Workforce:
 
     # -- dispatch --------------------------------------------------------------
 
-    def capacity(self) -> int:
-        return capacity(
-            list(self.workers.values()), self.runtimes, self.settings.pool.pipeline_budget
-        )
+    def pool_workers(self, pool: str) -> list[Worker]:
+        return [w for w in self.workers.values() if w.pool == pool]
 
-    def assign(self, claim: Claim) -> bool:
-        """Give `claim` to a worker (sent by `send_assigned`); False if none may take it now."""
-        worker = choose_worker(
-            list(self.workers.values()), claim, self.runtimes, self.settings.pool.pipeline_budget
-        )
+    def capacity(self, pool: str) -> int:
+        budget = self.settings.pool.pipeline_budget
+        return capacity(self.pool_workers(pool), self.runtimes, budget)
+
+    def assign(self, claim: Claim, pool: str) -> bool:
+        """Give `claim` to a worker of `pool` (sent by `send_assigned`); False if none may now."""
+        budget = self.settings.pool.pipeline_budget
+        worker = choose_worker(self.pool_workers(pool), claim, self.runtimes, budget)
         if worker is None:
             return False
         flight = InFlight(claim)
         if not worker.inflight:
             flight.started, flight.started_mono = self.clock.time(), self.clock.monotonic()
         worker.inflight.append(flight)
+        worker.idle_since = None
         from jobd.wire import run_message
 
         # Sent once per worker per exchange (send_assigned): one syscall, one wake-up.
         self.outgoing.setdefault(worker, []).append(run_message(claim))
         return True
 
-    def any_idle(self) -> bool:
-        return any(worker.idle for worker in self.workers.values())
+    def any_idle(self, pool: str) -> bool:
+        return any(worker.idle for worker in self.pool_workers(pool))
+
+    def idle_longer_than(self, pool: str, seconds: float) -> int:
+        now = self.clock.monotonic()
+        return sum(
+            1 for w in self.live(pool)
+            if w.idle and w.idle_since is not None and now - w.idle_since >= seconds
+        )  # fmt: skip
 
     def send_assigned(self) -> None:
         for worker, messages in self.outgoing.items():

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from setproctitle import setproctitle
@@ -39,33 +40,47 @@ EXIT_ORPHANED = 4
 FORK_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1}
 
 
-def worker_main(
-    sock: socket.socket, slot: int, generation: int, master_pid: int, settings: Settings
-) -> NoReturn:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Who a new worker is: what the template knows when it forks one."""
+
+    slot: int
+    pool: str
+    generation: int
+    master_pid: int
+    settings: Settings
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        for pool in self.settings.pool_specs():
+            if pool.name == self.pool:
+                return pool.queues
+        return ()
+
+
+def worker_main(sock: socket.socket, spec: WorkerSpec) -> NoReturn:
     """Entry point in the forked worker; never returns."""
     code = 70
     try:
-        code = _serve(sock, slot, generation, master_pid, settings)
+        code = _serve(sock, spec)
     except JobTerminated:
         code = 0
     except BaseException:
-        log.exception("worker %s crashed", slot)
+        log.exception("worker %s crashed", spec.slot)
     finally:
         logging.shutdown()
     os._exit(code)
 
 
-def _serve(
-    sock: socket.socket, slot: int, generation: int, master_pid: int, settings: Settings
-) -> int:
-    if not _adopted_by(master_pid):
+def _serve(sock: socket.socket, spec: WorkerSpec) -> int:
+    if not _adopted_by(spec.master_pid):
         return EXIT_ORPHANED
     _install_signals()
-    queues = ",".join(settings.pool.queues)
-    title = f"jobd: worker {slot} [{queues}]"
+    slot, settings = spec.slot, spec.settings
+    title = f"jobd: worker {slot} [{','.join(spec.queues)}]"
     setproctitle(f"{title} idle")
     logs.setup(settings.jobd.log_level, "worker", slot)
-    worker = WorkerInfo(slot=slot, pid=os.getpid(), generation=generation)
+    worker = WorkerInfo(slot=slot, pid=os.getpid(), generation=spec.generation)
     try:
         for hooks in registered_hooks():
             hooks.worker_boot(worker)

@@ -36,7 +36,7 @@ from jobd.linux import set_parent_death_signal
 from jobd.routines import REGISTRY
 from jobd.settings import Settings, from_json
 from jobd.wire import encode_datagram
-from jobd.worker.process import EXIT_BOOT_ERROR, FORK_BLOCKED, worker_main
+from jobd.worker.process import EXIT_BOOT_ERROR, FORK_BLOCKED, WorkerSpec, worker_main
 
 log = logging.getLogger("jobd.template")
 
@@ -122,37 +122,35 @@ def _serve(ctl: socket.socket, master_pid: int, generation: int, settings: Setti
         if message.get("op") == "exit":
             return 0
         if message.get("op") == "fork" and fds:
-            _fork_worker(ctl, fds[0], int(message["slot"]), master_pid, generation, settings)
+            pool = str(message.get("pool", "default"))
+            spec = WorkerSpec(int(message["slot"]), pool, generation, master_pid, settings)
+            _fork_worker(ctl, fds[0], spec)
         else:
             for fd in fds:
                 os.close(fd)
 
 
-def _fork_worker(
-    ctl: socket.socket, fd: int, slot: int, master_pid: int, generation: int, settings: Settings
-) -> None:
+def _fork_worker(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
     try:
         intermediate = os.fork()
         if intermediate == 0:
-            _intermediate(ctl, fd, slot, master_pid, generation, settings)
+            _intermediate(ctl, fd, spec)
         os.close(fd)
         os.waitpid(intermediate, 0)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _intermediate(
-    ctl: socket.socket, fd: int, slot: int, master_pid: int, generation: int, settings: Settings
-) -> None:
+def _intermediate(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
     """In the first child: fork the worker, report its pid, exit so it is re-parented."""
     try:
         pid = os.fork()
         if pid == 0:
             ctl.close()
-            worker_main(socket.socket(fileno=fd), slot, generation, master_pid, settings)
+            worker_main(socket.socket(fileno=fd), spec)
         with contextlib.suppress(OSError):
-            ctl.send(encode_datagram({"op": "forked", "slot": slot, "pid": pid}))
+            ctl.send(encode_datagram({"op": "forked", "slot": spec.slot, "pid": pid}))
     finally:
         os._exit(0)
 

@@ -128,12 +128,13 @@ def test_schedules_show_next_fire_and_last_outcome(cli: Jobd, store: SQLStore) -
 def test_health_without_a_master_is_exit_1(cli: Jobd) -> None:
     result = cli("health")
     assert result.code == exitcodes.FAILURE, result
-    assert result.stdout.startswith("UNHEALTHY: 1 of 4 checks failed")
+    assert result.stdout.startswith("UNHEALTHY: 1 of 5 checks failed")
     assert "no master is running" in result.stdout
     report = cli("health", "--json").json()
     assert report["healthy"] is False
     assert [(c["name"], c["ok"]) for c in report["checks"]] == [
         ("master", False),
+        ("nodes", True),
         ("ready_jobs", True),
         ("running_jobs", True),
         ("failure_rate", True),
@@ -160,6 +161,8 @@ def test_health_flags_waiting_jobs_dead_runners_and_failures(cli: Jobd, store: S
     assert result.code == exitcodes.FAILURE
     verdicts = {c["name"]: c for c in result.json()["checks"]}
     assert verdicts["master"]["ok"] is True
+    assert verdicts["nodes"]["ok"] is False  # "dead" has not heartbeated for an hour
+    assert verdicts["nodes"]["stale"][0]["id"] == dead
     assert verdicts["ready_jobs"]["ok"] is False
     assert verdicts["running_jobs"]["ok"] is False
     assert verdicts["running_jobs"]["jobs"] == [{"id": held.id, "node_id": dead}]
@@ -168,6 +171,7 @@ def test_health_flags_waiting_jobs_dead_runners_and_failures(cli: Jobd, store: S
     verdicts = {c["name"]: c["ok"] for c in cli("health", "--json", env=relaxed).json()["checks"]}
     assert verdicts == {
         "master": True,
+        "nodes": False,
         "ready_jobs": True,
         "running_jobs": False,
         "failure_rate": True,

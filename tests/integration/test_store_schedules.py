@@ -38,6 +38,15 @@ def fire(schedule: str, at: float, routine: str = "app.jobs:tick", **job: object
     return Fire(schedule, at, dataclasses.replace(made, **job))  # type: ignore[arg-type]
 
 
+def set_heartbeat(store: SQLStore, node_id: int, at: float) -> None:
+    engine = create_engine(normalize_url(store.url))
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE nodes SET heartbeat_at = :at WHERE id = :id"), {"at": at, "id": node_id}
+        )
+    engine.dispose()
+
+
 def count(store: SQLStore, table: str) -> int:
     engine = create_engine(normalize_url(store.url))
     with engine.connect() as conn:
@@ -241,6 +250,9 @@ def test_health_facts(store: SQLStore, node: int) -> None:
         attempt = dataclasses.replace(attempt_for(c, node, outcome), finished_at=finish_at)
         claim(store, node, limit=0, settles=[Settle(c.id, state, attempt)])
     finish(store, node, JobState.FAILED, NOW - 1000)  # outside the window
+    # PostgreSQL stamps heartbeats with its own clock: put them on this test's.
+    set_heartbeat(store, node, NOW)
+    set_heartbeat(store, stale, NOW - 100)
 
     facts = store.health_facts(NOW, stale_before=NOW - 30, window_start=NOW - 60)
     assert sorted(n.id for n in facts.nodes) == sorted([node, stale])

@@ -39,6 +39,15 @@ def record(events: str, tag: object = None) -> int:
     return os.getpid()
 
 
+@jobd.routine(retry_delay=0)
+def record_retry_now(events: str, tag: object = None) -> int:
+    """`record`, retried at once after a lost attempt (multi-node tests)."""
+    job = jobd.current_job()
+    assert job is not None
+    note(events, event="ran", tag=tag, job=job.id, attempt=job.attempt)
+    return os.getpid()
+
+
 @jobd.routine(max_attempts=2, retry_delay=0)
 def blocked(events: str, gate: str, tag: object = None) -> str:
     """Notes its start, then blocks on the gate."""
@@ -220,3 +229,20 @@ def isolated_allocates(megabytes: int) -> int:
 def leaks(megabytes: int) -> int:
     _HOARD.append(bytes(_touch(megabytes)))
     return os.getpid()
+
+
+@jobd.routine(queue="bulk")
+def bulk_work(events: str, seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@jobd.routine(queue="emails")
+def send_email(events: str, tag: object = None) -> None:
+    job = jobd.current_job()
+    assert job is not None
+    note(events, event="email", tag=tag, job=job.id, enqueued=job.enqueued_at)
+
+
+@jobd.routine
+def sleep_briefly(seconds: float) -> None:
+    time.sleep(seconds)

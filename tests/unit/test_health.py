@@ -32,7 +32,13 @@ def verdicts(facts: HealthFacts, limits: HealthSection = LIMITS) -> dict[str, bo
 
 def test_all_good() -> None:
     checks = evaluate(GOOD, LIMITS, NOW)
-    assert [c.name for c in checks] == ["master", "ready_jobs", "running_jobs", "failure_rate"]
+    assert [c.name for c in checks] == [
+        "master",
+        "nodes",
+        "ready_jobs",
+        "running_jobs",
+        "failure_rate",
+    ]
     assert healthy(checks)
     assert all("\n" not in c.summary for c in checks)
 
@@ -49,7 +55,7 @@ def test_no_live_master() -> None:
 def test_a_job_ready_for_too_long() -> None:
     late = dataclasses.replace(GOOD, oldest_ready={"default": NOW - 10, "emails": NOW - 301})
     assert verdicts(late)["ready_jobs"] is False
-    check = evaluate(late, LIMITS, NOW)[1]
+    check = evaluate(late, LIMITS, NOW)[2]
     assert "emails" in check.summary and check.details["oldest_ready_age"]["emails"] == 301
     relaxed = dataclasses.replace(LIMITS, ready_max_age=600.0)
     assert verdicts(late, relaxed)["ready_jobs"]
@@ -59,7 +65,36 @@ def test_a_job_ready_for_too_long() -> None:
 def test_running_jobs_of_dead_nodes() -> None:
     orphans = dataclasses.replace(GOOD, orphaned=[(7, 3), (9, None)], orphaned_count=2)
     assert verdicts(orphans)["running_jobs"] is False
-    assert "#7 (node 3)" in evaluate(orphans, LIMITS, NOW)[2].summary
+    assert "#7 (node 3)" in evaluate(orphans, LIMITS, NOW)[3].summary
+
+
+def test_a_node_that_stopped_heartbeating_is_named() -> None:
+    # One master of three lost the database: the others still heartbeat.
+    one_stale = dataclasses.replace(GOOD, nodes=[node(1, 1.0), node(2, 45.0), node(3, 2.0)])
+    assert verdicts(one_stale) == {
+        "master": True,
+        "nodes": False,
+        "ready_jobs": True,
+        "running_jobs": True,
+        "failure_rate": True,
+    }
+    check = evaluate(one_stale, LIMITS, NOW)[1]
+    assert "n2 (node 2 on host): no heartbeat for 45s" in check.summary
+    assert check.details["stale"] == [
+        {"id": 2, "name": "n2", "hostname": "host", "heartbeat_age": 45.0}
+    ]
+    assert verdicts(dataclasses.replace(GOOD, nodes=[node(1, 29.0)]))["nodes"]
+
+
+def test_a_node_declared_dead_by_another_is_named_until_it_comes_back() -> None:
+    rescued = NodeInfo(
+        2, "n2", "host-b", 100, NOW - 3600, NOW - 70, NOW - 60, {"rescued_at": NOW - 60}
+    )
+    lost = dataclasses.replace(GOOD, lost=[rescued])
+    assert verdicts(lost)["nodes"] is False
+    summary = evaluate(lost, LIMITS, NOW)[1].summary
+    assert summary.startswith("n2 (node 2 on host-b): declared dead 1m ago"), summary
+    assert verdicts(dataclasses.replace(GOOD, lost=[]))["nodes"]
 
 
 def test_failure_rate_over_the_threshold_from_enough_attempts() -> None:

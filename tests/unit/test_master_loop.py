@@ -125,7 +125,7 @@ class FakeTemplate:
                 return messages or None
             messages.append(json.loads(data))
 
-    def fork_worker(self, slot: int) -> Channel:
+    def fork_worker(self, slot: int, pool: str = "default") -> Channel:
         master_end, worker_end = socket.socketpair()
         self.workers[slot] = FakeWorker(worker_end, slot)
         self.forks.append(slot)
@@ -264,7 +264,7 @@ def test_ready_only_when_min_workers_said_hello(harness: Harness) -> None:
 def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harness) -> None:
     workers = harness.boot()
     job_id = harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((worker, order),) = harness.orders(workers)
     assert (order["op"], order["id"], order["routine"], order["args"]) == (
         "run",
@@ -281,7 +281,7 @@ def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harnes
 def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness) -> None:
     workers = harness.boot()
     job_id = harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((worker, _order),) = harness.orders(workers)
     pid = 1000 + workers.index(worker)
     harness.launcher.exits.append((pid, killed_by(signal.SIGKILL)))
@@ -298,7 +298,7 @@ def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: SQLStore) -> N
     (worker,) = harness.boot()
     harness.master.workforce.runtimes.observe(ROUTINE, 0.0001)  # short jobs may queue in a pipe
     ids = [harness.enqueue() for _ in range(3)]
-    harness.master.dry = False
+    harness.master.mark_ready()
     orders = [order for _, order in harness.orders([worker])]
     assert [o["id"] for o in orders] == ids
     harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
@@ -335,7 +335,7 @@ def test_a_template_import_error_exits_3(harness: Harness) -> None:
 def test_sigterm_drains_then_kills_and_requeues_uncounted(harness: Harness) -> None:
     workers = harness.boot()
     job_id = harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((worker, _order),) = harness.orders(workers)
     harness.master.handle_signal(signal.SIGTERM)
     harness.step()
@@ -378,7 +378,7 @@ def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harnes
     harness.enqueue()
     harness.store.close()
     harness.master.store = BrokenStore()  # type: ignore[assignment]
-    harness.master.dry = False
+    harness.master.mark_ready()
     harness.step()
     assert harness.master.store_failures == 1
     harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
@@ -388,7 +388,7 @@ def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harnes
 
 
 class BrokenStore:
-    def exchange(self, *args: object) -> list[object]:
+    def exchange_many(self, *args: object) -> list[object]:
         from jobd.store.base import StoreError
 
         raise StoreError("database is locked")
@@ -420,7 +420,7 @@ def booted_with(
 def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: SQLStore) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
-    harness.master.dry = False
+    harness.master.mark_ready()
     harness.orders([worker])
     harness.clock.advance(9.9)
     harness.step()
@@ -443,7 +443,7 @@ def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: SQLStore) ->
 def test_a_memory_limit_kills_at_once_and_records_the_rss(store: SQLStore) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
-    harness.master.dry = False
+    harness.master.mark_ready()
     harness.orders([worker])
     harness.launcher.memory[1000] = 90 << 20
     harness.clock.advance(0.3)
@@ -463,7 +463,7 @@ def test_a_memory_limit_kills_at_once_and_records_the_rss(store: SQLStore) -> No
 def test_an_isolated_attempt_is_killed_as_its_process_group(store: SQLStore) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((_, order),) = harness.orders([worker])
     worker.say(op="horse", id=order["id"], pid=4242)
     harness.clock.advance(10.1)
@@ -485,7 +485,7 @@ def test_workers_are_retired_after_their_quota_and_replaced(store: SQLStore) -> 
         store, CATALOG, min_workers=1, max_workers=1, max_jobs_per_worker=1
     )
     harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((_, order),) = harness.orders([worker])
     worker.done(order)
     harness.step()
@@ -500,7 +500,7 @@ def test_workers_over_max_worker_rss_are_retired(store: SQLStore) -> None:
     )
     harness.enqueue()
     harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     orders = [order for _, order in harness.orders([worker])]
     worker.done(orders[0], rss_now=40 << 20)
     harness.step()
@@ -548,7 +548,7 @@ def test_reload_boots_a_new_generation_then_retires_the_old(store: SQLStore) -> 
     assert "READY=1" in harness.notifier.sent
     assert harness.master.settings.pool.min_workers == 3
     job_id = harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((worker, order),) = harness.orders(new + old)
     assert worker in new and order["id"] == job_id
     harness.master.close()
@@ -566,7 +566,7 @@ def test_new_workers_take_no_jobs_before_their_generation_takes_over(store: SQLS
     first.say(op="hello", pid=2000)  # one of two: not yet
     harness.step()
     harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((worker, _order),) = harness.orders([*old, first])
     assert worker in old
     harness.master.close()
@@ -598,7 +598,7 @@ def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: SQLStor
     assert harness.master.phase.value == "running"
     assert all(w.orders() == [] for w in old)  # nobody was told to stop
     job_id = harness.enqueue()
-    harness.master.dry = False
+    harness.master.mark_ready()
     ((_worker, order),) = harness.orders(old)
     assert order["id"] == job_id
     harness.master.close()
@@ -607,10 +607,128 @@ def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: SQLStor
 def test_sigttin_and_sigttou_move_the_pool_bounds(harness: Harness) -> None:
     workers = harness.boot()
     harness.master.handle_signal(signal.SIGTTIN)
-    assert harness.master.bounds == (3, 3)
+    assert harness.master.bounds == {"default": (3, 3)}
     assert len(harness.template.forks) == 3
     harness.master.handle_signal(signal.SIGTTOU)
     harness.master.handle_signal(signal.SIGTTOU)
-    assert harness.master.bounds == (1, 1)
+    assert harness.master.bounds == {"default": (1, 1)}
     stopped = [w.slot for w in workers if {"op": "stop"} in w.orders()]
     assert stopped == [2]  # the unbooted third went first, then the highest idle one
+
+
+# -- autoscaling and pools --------------------------------------------------------
+
+
+def scaled_harness(store: SQLStore, pools: dict[str, dict[str, Any]] | None = None) -> Harness:
+    from jobd.pools import PoolSpec
+
+    harness = Harness(
+        store, min_workers=1, max_workers=4, scale_interval=1.0, scale_cooldown=5.0,
+        idle_timeout=3.0, max_step=2, scale_up_threshold=2.0,
+    )  # fmt: skip
+    if pools:
+        section = harness.master.settings.pool
+        specs = tuple(
+            PoolSpec(name=name, weights=None, **{
+                **{k: getattr(section, k) for k in (
+                    "queues", "min_workers", "max_workers", "scale_up_threshold", "clear_within",
+                    "max_step", "scale_interval", "scale_cooldown", "hysteresis", "idle_timeout",
+                )},
+                **values,
+            })
+            for name, values in pools.items()
+        )  # fmt: skip
+        import dataclasses
+
+        settings = dataclasses.replace(harness.master.settings, pools=specs)
+        harness.master.close()
+        harness = Harness.__new__(Harness)
+        harness.clock, harness.launcher, harness.notifier = (
+            FakeClock(),
+            FakeLauncher(),
+            FakeNotifier(),
+        )
+        harness.store = store
+        harness.master = Master(
+            settings, store, launcher=harness.launcher, clock=harness.clock,
+            notifier=harness.notifier, signals=False,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return harness
+
+
+def hello_all(harness: Harness, first_pid: int = 1000) -> list[FakeWorker]:
+    template = harness.template
+    fresh = [w for slot, w in template.workers.items() if not getattr(w, "booted", False)]
+    for n, worker in enumerate(fresh):
+        template.tell(op="forked", slot=worker.slot, pid=first_pid + n)
+        worker.say(op="hello", pid=first_pid + n)
+        worker.booted = True  # type: ignore[attr-defined]
+    harness.step()
+    return fresh
+
+
+def work_until_empty(harness: Harness) -> None:
+    """Play every worker: answer each run order until no job is left."""
+    for _ in range(100):
+        harness.step()
+        orders = [(w, o) for w in harness.template.workers.values() for o in w.orders()]
+        runs = [(w, o) for w, o in orders if o["op"] == "run"]
+        if not runs and not harness.store.count_queued(("default",)):
+            return
+        for worker, order in runs:
+            worker.done(order)
+    raise AssertionError("jobs still left")
+
+
+def test_a_backlog_grows_the_pool_fast_and_idleness_shrinks_it_slowly(store: SQLStore) -> None:
+    harness = scaled_harness(store)
+    harness.master.start()
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    hello_all(harness, 1000)
+    assert len(harness.template.forks) == 1  # starts at the minimum
+    for _ in range(20):
+        harness.enqueue()
+    harness.clock.advance(1.0)
+    harness.step()  # 20 ready, threshold 2/worker: grow by max_step
+    assert harness.master.workforce.targets["default"] == 3
+    hello_all(harness, 1100)
+    harness.clock.advance(1.0)
+    harness.step()
+    assert harness.master.workforce.targets["default"] == 4  # the bound
+    hello_all(harness, 1200)
+    work_until_empty(harness)
+    # all done, the workers idle: they may go only after idle_timeout and the cooldown
+    harness.clock.advance(1.0)
+    harness.step()
+    assert harness.master.workforce.targets["default"] == 4  # idle, but not for long enough
+    harness.clock.advance(5.0)
+    harness.step()
+    assert harness.master.workforce.targets["default"] < 4
+    stopped = [w for w in harness.template.workers.values() if {"op": "stop"} in w.orders()]
+    assert stopped, "idle workers retire"
+    harness.master.close()
+
+
+def test_each_pool_claims_for_its_own_workers(store: SQLStore) -> None:
+    harness = scaled_harness(
+        store,
+        {
+            "bulk": {"queues": ("bulk",), "max_workers": 1},
+            "emails": {"queues": ("emails",), "max_workers": 1},
+        },
+    )
+    harness.master.start()
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    workers = hello_all(harness, 1000)
+    assert len(workers) == 2
+    now = harness.clock.wall
+    store.enqueue([NewJob(ROUTINE, "bulk", 0, "[1]", "{}", now, now, 1) for _ in range(50)])
+    email = store.enqueue([NewJob(ROUTINE, "emails", 0, "[2]", "{}", now, now, 1)])[0].job.id
+    harness.master.mark_ready()
+    harness.step()
+    claimed = {w.slot: [o["id"] for o in w.orders() if o["op"] == "run"] for w in workers}
+    assert sorted(len(ids) for ids in claimed.values()) == [1, 1]  # one each, despite the flood
+    assert email in [i for ids in claimed.values() for i in ids]
+    harness.master.close()

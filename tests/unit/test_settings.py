@@ -333,6 +333,10 @@ def test_bad_environment_value_names_the_variable(
             "limits.soft_time_limit (1m) must be below limits.time_limit (1m)",
         ),
         (
+            "[store]\nnode_timeout = '2s'\n",
+            "store.node_timeout (2.0s) must exceed store.heartbeat_interval (2.0s)",
+        ),
+        (
             "[routines.'bad name']\nqueue = 'q'\n",
             "[routines.'bad name']: 'bad name' is not a routine name",
         ),
@@ -359,6 +363,16 @@ def test_bad_file_value_is_one_line_naming_file_key_and_value(
 def test_soft_time_limit_below_time_limit_is_fine(tmp_path: Path) -> None:
     settings = load_text(tmp_path, "[limits]\ntime_limit = '1m'\nsoft_time_limit = '50s'\n")
     assert (settings.limits.soft_time_limit, settings.limits.time_limit) == (50.0, 60.0)
+
+
+def test_node_timeout_is_five_heartbeats_unless_set(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "").store.node_window() == 10.0
+    slow = load_text(
+        tmp_path, "[store]\nheartbeat_interval = '30s'\n[health]\nnode_stale_after = '5m'\n"
+    )
+    assert slow.store.node_window() == 150.0  # a longer interval stretches the window
+    given = load_text(tmp_path, "[store]\nheartbeat_interval = '1s'\nnode_timeout = '3s'\n")
+    assert given.store.node_window() == 3.0
 
 
 def test_max_workers_below_min_workers_through_the_environment(tmp_path: Path) -> None:

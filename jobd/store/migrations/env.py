@@ -13,5 +13,5 @@ context.configure(connection=connection, target_metadata=metadata, render_as_bat
 with context.begin_transaction():
     if connection.dialect.name == "postgresql":
         # One upgrade at a time when several hosts run `jobd db upgrade` at once.
-        connection.execute(text("SELECT pg_advisory_xact_lock(7300001)"))
+        connection.execute(text("SELECT pg_advisory_xact_lock(7300001)"))  # migrate.UPGRADE_LOCK
     context.run_migrations()

@@ -1,0 +1,44 @@
+"""Weighted shares of claims between a pool's queues."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobd.store.fairness import weighted_merge
+
+
+def test_weights_three_to_one_interleave() -> None:
+    a = [f"a{i}" for i in range(10)]
+    b = [f"b{i}" for i in range(10)]
+    picked = weighted_merge([a, b], [3, 1], 8)
+    assert Counter(p[0] for p in picked) == {"a": 6, "b": 2}
+    assert picked[:4].count("b0") == 1  # b is not left for last
+    assert [p for p in picked if p[0] == "a"] == a[:6]  # order within a queue kept
+
+
+def test_a_queue_that_runs_dry_gives_its_share_away() -> None:
+    assert weighted_merge([["a0"], ["b0", "b1", "b2"]], [9, 1], 4) == ["a0", "b0", "b1", "b2"]
+
+
+def test_nothing_ready() -> None:
+    assert weighted_merge([[], []], [1, 1], 5) == []
+
+
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=4),
+    st.lists(st.integers(1, 10), min_size=4, max_size=4),
+    st.integers(0, 60),
+)
+def test_never_more_than_asked_nor_than_ready(
+    sizes: list[int], weights: list[int], limit: int
+) -> None:
+    queues = [[(q, i) for i in range(n)] for q, n in enumerate(sizes)]
+    picked = weighted_merge(queues, weights[: len(queues)], limit)
+    assert len(picked) == min(limit, sum(sizes))
+    assert len(set(picked)) == len(picked)
+    for q, items in enumerate(queues):
+        mine = [p for p in picked if p[0] == q]
+        assert mine == items[: len(mine)]
