@@ -38,7 +38,6 @@ from jobd.store import maintenance, schema
 from jobd.store import nodes as node_sql
 from jobd.store import schedules as schedule_sql
 from jobd.store.base import (
-    Attempt,
     Claim,
     ClaimRequest,
     EnqueueResult,
@@ -46,23 +45,16 @@ from jobd.store.base import (
     FiredJob,
     HealthFacts,
     InvalidTransition,
-    Job,
     JobNotFound,
-    JobState,
     NewJob,
     NodeInfo,
     Pulse,
-    QueueLoad,
-    QueueStats,
-    RoutineStats,
     ScheduleProgress,
     ScheduleState,
     SchemaError,
     Settle,
     StoreError,
     WakeSource,
-    loads_or_none,
-    percentile,
 )
 from jobd.store.doubt import Doubt
 from jobd.store.doubt import resolve as resolve_doubt
@@ -76,6 +68,14 @@ from jobd.store.hotpath import (
     attempt_rows,
     claims_from_rows,
     settle_rows,
+)
+from jobd.store.queries import Queries
+from jobd.store.records import (
+    INSERT_NAMES,
+    insert_row,
+    insert_tuple,
+    job_from_row,
+    new_job_record,
 )
 from jobd.store.wake import WakeListener, Waker
 
@@ -123,7 +123,7 @@ SETTLE = (
 )
 
 
-class SQLStore:
+class SQLStore(Queries):
     """`jobd.store.base.Store` on SQLite or PostgreSQL."""
 
     def __init__(
@@ -282,7 +282,7 @@ class SQLStore:
             self._drop_connection()
             raise StoreError(f"{self.describe()}: {_sqlite_reason(exc)}") from None
         return [
-            EnqueueResult(_new_job_record(i, job), True) for i, job in zip(ids, new, strict=True)
+            EnqueueResult(new_job_record(i, job), True) for i, job in zip(ids, new, strict=True)
         ]
 
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
@@ -322,17 +322,17 @@ class SQLStore:
             for job, job_id in zip(plain, self._insert_sqlite(conn, plain), strict=True):
                 ids[id(job)] = job_id
         elif len(plain) == 1:
-            row = conn.execute(insert(jobs), _row(plain[0]))
+            row = conn.execute(insert(jobs), insert_row(plain[0]))
             ids[id(plain[0])] = _new_id(row)
         elif plain:
             stmt = insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True)
-            result = conn.execute(stmt, [_row(job) for job in plain])
+            result = conn.execute(stmt, [insert_row(job) for job in plain])
             for job, job_id in zip(plain, result.scalars(), strict=True):
                 ids[id(job)] = int(job_id)
         results = []
         for job in new:
             if job.unique_key is None:
-                results.append(EnqueueResult(_new_job_record(ids[id(job)], job), True))
+                results.append(EnqueueResult(new_job_record(ids[id(job)], job), True))
             else:
                 results.append(self._insert_unique(conn, job))
         if self.dialect == "postgresql":
@@ -353,9 +353,9 @@ class SQLStore:
         try:
             bind = self._insert_job.bind
             if len(plain) == 1:
-                cursor.execute(self._insert_job.sql, bind(_row_tuple(plain[0])))
+                cursor.execute(self._insert_job.sql, bind(insert_tuple(plain[0])))
                 return range(cursor.lastrowid, cursor.lastrowid + 1)
-            cursor.executemany(self._insert_job.sql, [bind(_row_tuple(job)) for job in plain])
+            cursor.executemany(self._insert_job.sql, [bind(insert_tuple(job)) for job in plain])
             last = cursor.execute("SELECT max(id) FROM jobs").fetchone()[0]
             first = last - len(plain) + 1
             found = cursor.execute("SELECT count(*) FROM jobs WHERE id >= ?", (first,)).fetchone()[
@@ -371,10 +371,15 @@ class SQLStore:
 
     def _insert_unique(self, conn: Connection, job: NewJob) -> EnqueueResult:
         dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
-        stmt = dialect_insert(jobs).values(_row(job)).on_conflict_do_nothing().returning(jobs.c.id)
+        stmt = (
+            dialect_insert(jobs)
+            .values(insert_row(job))
+            .on_conflict_do_nothing()
+            .returning(jobs.c.id)
+        )
         job_id = conn.execute(stmt).scalar()
         if job_id is not None:
-            return EnqueueResult(_new_job_record(int(job_id), job), True)
+            return EnqueueResult(new_job_record(int(job_id), job), True)
         existing = conn.execute(
             select(jobs).where(
                 jobs.c.unique_key == job.unique_key, jobs.c.state.in_(("queued", "running"))
@@ -382,7 +387,7 @@ class SQLStore:
         ).first()
         if existing is None:  # finished between the conflict and the select: try once more
             return self._insert_unique(conn, job)
-        return EnqueueResult(_job_from_row(existing), False)
+        return EnqueueResult(job_from_row(existing), False)
 
     # -- the master's hot path ----------------------------------------------
 
@@ -461,7 +466,7 @@ class SQLStore:
 
     def _apply_settles(self, conn: Connection, node_id: int, settles: list[Settle]) -> None:
         self._settle.execute_many(conn, settle_rows(node_id, settles))
-        follow_ups = [_row(s.follow_up) for s in settles if s.follow_up is not None]
+        follow_ups = [insert_row(s.follow_up) for s in settles if s.follow_up is not None]
         if follow_ups:
             conn.execute(insert(jobs), follow_ups)
             if self.dialect == "postgresql":
@@ -603,187 +608,6 @@ class SQLStore:
                 for name, policy in conn.execute(select(routines.c.name, routines.c.policy))
             }
 
-    # -- people and scripts --------------------------------------------------
-
-    def get_job(self, job_id: int) -> Job:
-        with self._transaction(write=False) as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job_from_row(row)
-
-    def list_jobs(
-        self,
-        state: str | None = None,
-        queue: str | None = None,
-        routine: str | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if state is not None:
-            stmt = stmt.where(jobs.c.state == state)
-        if queue is not None:
-            stmt = stmt.where(jobs.c.queue == queue)
-        if routine is not None:
-            stmt = stmt.where(jobs.c.routine == routine)
-        with self._transaction(write=False) as conn:
-            return [_job_from_row(row) for row in conn.execute(stmt)]
-
-    def job_attempts(self, job_id: int) -> list[Attempt]:
-        columns = [c for c in attempts.c if c.name != "id"]
-        with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(*columns).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
-            )
-            return [Attempt(**row._asdict()) for row in rows]
-
-    def retry(self, job_id: int, now: float) -> Job:
-        """Put a failed or cancelled job back in its queue with fresh attempts."""
-        with self._transaction() as conn:
-            job = self._get_for_update(conn, job_id)
-            if job.state not in (JobState.FAILED, JobState.CANCELLED):
-                raise InvalidTransition(
-                    f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
-                )
-            try:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id)
-                    .values(
-                        state="queued",
-                        run_at=now,
-                        attempts=0,
-                        started_at=None,
-                        finished_at=None,
-                        node_id=None,
-                        cancel_requested=False,
-                        result=None,
-                        error_type=None,
-                        error_message=None,
-                    )
-                )
-            except IntegrityError:
-                raise InvalidTransition(
-                    f"job {job_id}: a queued or running job already has its unique key"
-                ) from None
-            if self.dialect == "postgresql":
-                self._notify(conn, {job.queue}, now)
-        self.wake({job.queue}, now)
-        return self.get_job(job_id)
-
-    def cancel(self, job_id: int, now: float) -> Job:
-        """Cancel a queued job; for a running one, record the request for its master."""
-        with self._transaction() as conn:
-            job = self._get_for_update(conn, job_id)
-            if job.state == JobState.QUEUED:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id)
-                    .values(state="cancelled", finished_at=now)
-                )
-            elif job.state == JobState.RUNNING:
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
-            else:
-                raise InvalidTransition(
-                    f"job {job_id} is {job.state}; only queued or running jobs can be cancelled"
-                )
-        return self.get_job(job_id)
-
-    def _get_for_update(self, conn: Connection, job_id: int) -> Job:
-        stmt = select(jobs).where(jobs.c.id == job_id)
-        if self.dialect == "postgresql":
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job_from_row(row)
-
-    def queue_load(
-        self, queues: tuple[str, ...], now: float, cap: int = 100_000
-    ) -> dict[str, QueueLoad]:
-        """Per queue: queued and ready jobs and the oldest ready one, each read capped."""
-        loads = {}
-        with self._transaction(write=False) as conn:
-            for queue in queues:
-                rows = (
-                    select(jobs.c.run_at)
-                    .where(IS_QUEUED, jobs.c.queue == queue)
-                    .limit(cap)
-                    .subquery()
-                )
-                ready = case((rows.c.run_at <= now, 1), else_=0)
-                oldest = func.min(case((rows.c.run_at <= now, rows.c.run_at), else_=None))
-                queued, ready_count, oldest_ready = conn.execute(
-                    select(func.count(), func.coalesce(func.sum(ready), 0), oldest)
-                ).one()
-                loads[queue] = QueueLoad(
-                    queue, int(queued), int(ready_count), oldest_ready, int(queued) >= cap
-                )
-        return loads
-
-    def count_queued(self, queues: tuple[str, ...], cap: int = 100_000) -> int:
-        """Queued jobs in `queues`, counted up to `cap` (an index range, never a scan)."""
-        capped = select(jobs.c.id).where(IS_QUEUED, jobs.c.queue.in_(queues)).limit(cap).subquery()
-        with self._transaction(write=False) as conn:
-            return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
-
-    def routine_stats(self, since: float, routine: str | None = None) -> list[RoutineStats]:
-        """Per routine, the attempts that finished since `since` (epoch seconds)."""
-        stmt = select(
-            attempts.c.routine, attempts.c.outcome, attempts.c.started_at,
-            attempts.c.finished_at, attempts.c.peak_rss, attempts.c.cpu_seconds,
-        ).where(attempts.c.finished_at >= since)  # fmt: skip
-        if routine is not None:
-            stmt = stmt.where(attempts.c.routine == routine)
-        durations: dict[str, list[float]] = {}
-        outcomes: dict[str, dict[str, int]] = {}
-        peaks: dict[str, int] = {}
-        cpu: dict[str, float] = {}
-        with self._transaction(write=False) as conn:
-            for name, outcome, started, finished, rss, seconds in conn.execute(stmt):
-                counts = outcomes.setdefault(name, {})
-                counts[outcome] = counts.get(outcome, 0) + 1
-                if started is not None:
-                    durations.setdefault(name, []).append(max(finished - started, 0.0))
-                if rss is not None:
-                    peaks[name] = max(peaks.get(name, 0), rss)
-                cpu[name] = cpu.get(name, 0.0) + (seconds or 0.0)
-        stats = []
-        for name in sorted(outcomes):
-            ordered = sorted(durations.get(name, []))
-            counts = outcomes[name]
-            stats.append(
-                RoutineStats(
-                    routine=name,
-                    runs=sum(counts.values()),
-                    succeeded=counts.get("succeeded", 0),
-                    outcomes=counts,
-                    p50=percentile(ordered, 0.5),
-                    p95=percentile(ordered, 0.95),
-                    max_duration=ordered[-1] if ordered else None,
-                    peak_rss=peaks.get(name),
-                    cpu_seconds=cpu.get(name, 0.0),
-                )
-            )
-        return stats
-
-    def queue_stats(self, now: float | None = None) -> list[QueueStats]:
-        counts: dict[str, dict[str, int]] = {}
-        oldest: dict[str, float] = {}
-        ready = select(jobs.c.queue, func.min(jobs.c.run_at)).where(IS_QUEUED)
-        if now is not None:
-            ready = ready.where(jobs.c.run_at <= now)
-        with self._transaction(write=False) as conn:
-            for queue, state, count in conn.execute(
-                select(jobs.c.queue, jobs.c.state, func.count()).group_by(
-                    jobs.c.queue, jobs.c.state
-                )
-            ):
-                counts.setdefault(queue, {})[state] = count
-            for queue, run_at in conn.execute(ready.group_by(jobs.c.queue)):
-                oldest[queue] = run_at
-        return [QueueStats(q, counts[q], oldest.get(q)) for q in sorted(counts)]
-
     # -- schedules, retention, health: statements in schedules.py and maintenance.py
 
     def sync_schedules(
@@ -813,85 +637,6 @@ class SQLStore:
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def _row(job: NewJob) -> dict[str, Any]:
-    return {
-        "routine": job.routine,
-        "queue": job.queue,
-        "state": "queued",
-        "priority": job.priority,
-        "args": job.args_json,
-        "kwargs": job.kwargs_json,
-        "attempts": 0,
-        "max_attempts": job.max_attempts,
-        "unique_key": job.unique_key,
-        "enqueued_at": job.enqueued_at,
-        "run_at": job.run_at,
-        "cancel_requested": False,
-    }
-
-
-INSERT_NAMES = (
-    "routine", "queue", "state", "priority", "args", "kwargs", "attempts", "max_attempts",
-    "unique_key", "enqueued_at", "run_at", "cancel_requested",
-)  # fmt: skip
-
-
-def _row_tuple(job: NewJob) -> tuple[Any, ...]:
-    return (
-        job.routine, job.queue, "queued", job.priority, job.args_json, job.kwargs_json, 0,
-        job.max_attempts, job.unique_key, job.enqueued_at, job.run_at, False,
-    )  # fmt: skip
-
-
-def _new_job_record(job_id: int, job: NewJob) -> Job:
-    args, kwargs = job.decoded or (json.loads(job.args_json), json.loads(job.kwargs_json))
-    return Job(
-        id=job_id,
-        routine=job.routine,
-        queue=job.queue,
-        state=JobState.QUEUED.value,
-        priority=job.priority,
-        args=args,
-        kwargs=kwargs,
-        attempts=0,
-        max_attempts=job.max_attempts,
-        result=None,
-        error_type=None,
-        error_message=None,
-        unique_key=job.unique_key,
-        enqueued_at=job.enqueued_at,
-        run_at=job.run_at,
-        started_at=None,
-        finished_at=None,
-        node_id=None,
-        cancel_requested=False,
-    )
-
-
-def _job_from_row(row: Any) -> Job:
-    return Job(
-        id=row.id,
-        routine=row.routine,
-        queue=row.queue,
-        state=row.state,
-        priority=row.priority,
-        args=json.loads(row.args),
-        kwargs=json.loads(row.kwargs),
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        result=loads_or_none(row.result),
-        error_type=row.error_type,
-        error_message=row.error_message,
-        unique_key=row.unique_key,
-        enqueued_at=row.enqueued_at,
-        run_at=row.run_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        node_id=row.node_id,
-        cancel_requested=bool(row.cancel_requested),
-    )
 
 
 def _new_id(result: Any) -> int:

@@ -16,7 +16,6 @@ by `store.timeout`; a store that fails stops claims, never supervision.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import random
@@ -35,10 +34,11 @@ from jobd.scheduling import Scheduler
 from jobd.settings import ConfigError, Settings, keep_unreloadable
 from jobd.store.base import Attempt, Claim, ClaimRequest, Settle, StoreError
 from jobd.supervisor import node
+from jobd.supervisor.autoscaler import autoscale
 from jobd.supervisor.children import Launcher, ProcessLauncher
 from jobd.supervisor.outcomes import after_attempt, never_started
+from jobd.supervisor.phase import Phase
 from jobd.supervisor.pool import Worker
-from jobd.supervisor.scaling import Load, decide
 from jobd.supervisor.signals import SignalWatch
 from jobd.supervisor.workforce import Generation, Workforce
 from jobd.systemd import Notifier
@@ -58,14 +58,6 @@ class Clock(Protocol):
 class SystemClock:
     monotonic = staticmethod(time.monotonic)
     time = staticmethod(time.time)
-
-
-class Phase(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    DRAINING = "draining"
-    STOPPING = "stopping"
-    DONE = "done"
 
 
 class Master:
@@ -439,7 +431,7 @@ class Master:
             self.mark_ready()
         if mono >= self.next_scale:
             self.next_scale = mono + min(p.scale_interval for p in self.workforce.pools.values())
-            self.autoscale(now)
+            autoscale(self, now)
         if mono >= self.next_heartbeat:
             self.next_heartbeat = mono + self.settings.store.heartbeat_interval
             node.heartbeat(self, now)
@@ -515,47 +507,6 @@ class Master:
     def _return_held(self) -> None:
         self.settles.extend(never_started(claim) for _, claim in self.held)
         self.held = []
-
-    # -- autoscaling -----------------------------------------------------------
-
-    def autoscale(self, now: float) -> None:
-        """Each pool's size from its queues' load (supervisor/scaling.py decides)."""
-        try:
-            loads = self.store.queue_load(self.settings.served_queues(), now)
-        except StoreError as exc:
-            log.warning("autoscaling: %s", exc)
-            return
-        self.queued_estimate = sum(load.queued for load in loads.values())
-        oldest = min((q.oldest_ready for q in loads.values() if q.oldest_ready), default=None)
-        self.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
-        if self.phase is not Phase.RUNNING:
-            return
-        mono = self.clock.monotonic()
-        for name, pool in self.workforce.pools.items():
-            mine = [loads[queue] for queue in pool.queues if queue in loads]
-            oldest = min((q.oldest_ready for q in mine if q.oldest_ready), default=None)
-            workers = self.workforce.live(name)
-            busy = sum(1 for w in workers if w.inflight)
-            load = Load(
-                ready=sum(q.ready for q in mine),
-                oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
-                mean_runtime=self.workforce.pool_runtime.get(name),
-                busy=busy,
-                idle=len(workers) - busy,
-                idle_expired=self.workforce.idle_longer_than(name, pool.idle_timeout),
-                since_change=mono - self.last_change.get(name, mono),
-            )
-            current = self.workforce.targets[name]
-            decision = decide(current, load, pool.scaling(self.bounds.get(name)))
-            if decision.target == current:
-                continue
-            log.info("pool %s: %s", name, decision.reason)
-            self.workforce.targets[name] = decision.target
-            self.last_change[name] = mono
-            if decision.target > current:
-                self.workforce.spawn_workers()
-            else:
-                self.workforce.shrink(name, idle_only=True)
 
     def _store_failed(self, exc: StoreError, mono: float) -> None:
         self.store_failures += 1

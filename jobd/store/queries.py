@@ -1,0 +1,223 @@
+"""What people and scripts ask of the store: jobs, their attempts, and counts.
+
+A mixin of `SQLStore` (store/sql.py), which provides the connection, the
+transactions and the wake-ups; the master's hot path is not here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from sqlalchemy import Connection, case, func, literal_column, select, update
+from sqlalchemy.exc import IntegrityError
+
+from jobd.store import schema
+from jobd.store.base import (
+    Attempt,
+    InvalidTransition,
+    Job,
+    JobNotFound,
+    JobState,
+    QueueLoad,
+    QueueStats,
+    RoutineStats,
+    percentile,
+)
+from jobd.store.records import job_from_row
+
+jobs, attempts = schema.jobs, schema.attempts
+IS_QUEUED = jobs.c.state == literal_column("'queued'")
+
+
+class Queries:
+    """Reads, and the changes people make (retry, cancel)."""
+
+    dialect: str
+
+    def _transaction(self, write: bool = True) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def _notify(self, conn: Connection, queues: set[str], earliest_run_at: float) -> None:
+        raise NotImplementedError
+
+    def wake(self, queues: set[str], earliest_run_at: float) -> None:
+        raise NotImplementedError
+
+    def get_job(self, job_id: int) -> Job:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    def list_jobs(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        routine: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        stmt = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if state is not None:
+            stmt = stmt.where(jobs.c.state == state)
+        if queue is not None:
+            stmt = stmt.where(jobs.c.queue == queue)
+        if routine is not None:
+            stmt = stmt.where(jobs.c.routine == routine)
+        with self._transaction(write=False) as conn:
+            return [job_from_row(row) for row in conn.execute(stmt)]
+
+    def job_attempts(self, job_id: int) -> list[Attempt]:
+        columns = [c for c in attempts.c if c.name != "id"]
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(*columns).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
+            )
+            return [Attempt(**row._asdict()) for row in rows]
+
+    def retry(self, job_id: int, now: float) -> Job:
+        """Put a failed or cancelled job back in its queue with fresh attempts."""
+        with self._transaction() as conn:
+            job = self._get_for_update(conn, job_id)
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
+                )
+            try:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        state="queued",
+                        run_at=now,
+                        attempts=0,
+                        started_at=None,
+                        finished_at=None,
+                        node_id=None,
+                        cancel_requested=False,
+                        result=None,
+                        error_type=None,
+                        error_message=None,
+                    )
+                )
+            except IntegrityError:
+                raise InvalidTransition(
+                    f"job {job_id}: a queued or running job already has its unique key"
+                ) from None
+            if self.dialect == "postgresql":
+                self._notify(conn, {job.queue}, now)
+        self.wake({job.queue}, now)
+        return self.get_job(job_id)
+
+    def cancel(self, job_id: int, now: float) -> Job:
+        """Cancel a queued job; for a running one, record the request for its master."""
+        with self._transaction() as conn:
+            job = self._get_for_update(conn, job_id)
+            if job.state == JobState.QUEUED:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(state="cancelled", finished_at=now)
+                )
+            elif job.state == JobState.RUNNING:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+            else:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only queued or running jobs can be cancelled"
+                )
+        return self.get_job(job_id)
+
+    def _get_for_update(self, conn: Connection, job_id: int) -> Job:
+        stmt = select(jobs).where(jobs.c.id == job_id)
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    def queue_load(
+        self, queues: tuple[str, ...], now: float, cap: int = 100_000
+    ) -> dict[str, QueueLoad]:
+        """Per queue: queued and ready jobs and the oldest ready one, each read capped."""
+        loads = {}
+        with self._transaction(write=False) as conn:
+            for queue in queues:
+                rows = (
+                    select(jobs.c.run_at)
+                    .where(IS_QUEUED, jobs.c.queue == queue)
+                    .limit(cap)
+                    .subquery()
+                )
+                ready = case((rows.c.run_at <= now, 1), else_=0)
+                oldest = func.min(case((rows.c.run_at <= now, rows.c.run_at), else_=None))
+                queued, ready_count, oldest_ready = conn.execute(
+                    select(func.count(), func.coalesce(func.sum(ready), 0), oldest)
+                ).one()
+                loads[queue] = QueueLoad(
+                    queue, int(queued), int(ready_count), oldest_ready, int(queued) >= cap
+                )
+        return loads
+
+    def count_queued(self, queues: tuple[str, ...], cap: int = 100_000) -> int:
+        """Queued jobs in `queues`, counted up to `cap` (an index range, never a scan)."""
+        capped = select(jobs.c.id).where(IS_QUEUED, jobs.c.queue.in_(queues)).limit(cap).subquery()
+        with self._transaction(write=False) as conn:
+            return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
+
+    def routine_stats(self, since: float, routine: str | None = None) -> list[RoutineStats]:
+        """Per routine, the attempts that finished since `since` (epoch seconds)."""
+        stmt = select(
+            attempts.c.routine, attempts.c.outcome, attempts.c.started_at,
+            attempts.c.finished_at, attempts.c.peak_rss, attempts.c.cpu_seconds,
+        ).where(attempts.c.finished_at >= since)  # fmt: skip
+        if routine is not None:
+            stmt = stmt.where(attempts.c.routine == routine)
+        durations: dict[str, list[float]] = {}
+        outcomes: dict[str, dict[str, int]] = {}
+        peaks: dict[str, int] = {}
+        cpu: dict[str, float] = {}
+        with self._transaction(write=False) as conn:
+            for name, outcome, started, finished, rss, seconds in conn.execute(stmt):
+                counts = outcomes.setdefault(name, {})
+                counts[outcome] = counts.get(outcome, 0) + 1
+                if started is not None:
+                    durations.setdefault(name, []).append(max(finished - started, 0.0))
+                if rss is not None:
+                    peaks[name] = max(peaks.get(name, 0), rss)
+                cpu[name] = cpu.get(name, 0.0) + (seconds or 0.0)
+        stats = []
+        for name in sorted(outcomes):
+            ordered = sorted(durations.get(name, []))
+            counts = outcomes[name]
+            stats.append(
+                RoutineStats(
+                    routine=name,
+                    runs=sum(counts.values()),
+                    succeeded=counts.get("succeeded", 0),
+                    outcomes=counts,
+                    p50=percentile(ordered, 0.5),
+                    p95=percentile(ordered, 0.95),
+                    max_duration=ordered[-1] if ordered else None,
+                    peak_rss=peaks.get(name),
+                    cpu_seconds=cpu.get(name, 0.0),
+                )
+            )
+        return stats
+
+    def queue_stats(self, now: float | None = None) -> list[QueueStats]:
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        ready = select(jobs.c.queue, func.min(jobs.c.run_at)).where(IS_QUEUED)
+        if now is not None:
+            ready = ready.where(jobs.c.run_at <= now)
+        with self._transaction(write=False) as conn:
+            for queue, state, count in conn.execute(
+                select(jobs.c.queue, jobs.c.state, func.count()).group_by(
+                    jobs.c.queue, jobs.c.state
+                )
+            ):
+                counts.setdefault(queue, {})[state] = count
+            for queue, run_at in conn.execute(ready.group_by(jobs.c.queue)):
+                oldest[queue] = run_at
+        return [QueueStats(q, counts[q], oldest.get(q)) for q in sorted(counts)]
