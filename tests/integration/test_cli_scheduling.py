@@ -16,8 +16,8 @@ from jobd.settings import load
 from jobd.store import open_store
 from jobd.store.base import JobState, Settle
 from jobd.store.sql import SQLStore
+from tests.integration.jobs import attempt_for, new_job
 from tests.integration.test_cli import Jobd, assert_fails, write_config
-from tests.integration.test_store_contract import attempt_for, new_job
 
 DAY = 86400.0
 SCHEDULES = """

@@ -26,7 +26,7 @@ from jobd.store.migrate import UPGRADE_LOCK
 from jobd.store.pglisten import PgListener
 from jobd.store.sql import SQLStore
 from tests.conftest import PG_BASE
-from tests.integration.test_store_contract import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, attempt_for, claim, new_job
 from tests.pgproxy import PgProxy
 from tests.process.daemon import JOBD
 from tests.waiting import wait_until

@@ -6,7 +6,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,9 @@ from jobd.maintenance import cleanup, delete_old
 from jobd.store import open_store
 from jobd.store.base import JobState, NewJob, Settle
 from jobd.store.sql import SQLStore
-from tests.integration.test_store_contract import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
-    s = open_store(db_url, timeout=5)
-    s.upgrade()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def node(store: SQLStore) -> int:
-    return store.register_node("test", "host-a", 1234, NOW)
 
 
 def finish(

@@ -11,7 +11,6 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,14 +33,6 @@ def settings_with(*schedules: Schedule, retention: RetentionSection = NO_CLEANUP
 
 def every(seconds: int, name: str = "tick", catch_up: float = 600.0, **more: Any) -> Schedule:
     return Schedule(name, "app.jobs:tick", every=seconds, catch_up=catch_up, **more)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
-    s = open_store(db_url, timeout=5)
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def fires_in(schedule: Schedule, after: float, until: float) -> list[float]:

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from jobd.store import open_store
 from jobd.store.base import (
-    Attempt,
     Claim,
     InvalidTransition,
     JobNotFound,
     JobState,
-    NewJob,
     SchemaError,
     Settle,
     StoreError,
@@ -28,60 +25,7 @@ from jobd.store.base import (
 from jobd.store.engine import normalize_url
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore
-
-NOW = 1_800_000_000.0
-
-
-def new_job(
-    routine: str = "app.jobs:work",
-    queue: str = "default",
-    priority: int = 0,
-    args: str = "[]",
-    run_at: float = NOW,
-    max_attempts: int = 3,
-    unique_key: str | None = None,
-) -> NewJob:
-    return NewJob(routine, queue, priority, args, "{}", run_at, NOW - 10, max_attempts, unique_key)
-
-
-def attempt_for(claim: Claim, node: int, outcome: str = "succeeded", **extra: object) -> Attempt:
-    return Attempt(
-        job_id=claim.id,
-        attempt=claim.attempt,
-        routine=claim.routine,
-        queue=claim.queue,
-        node_id=node,
-        worker_pid=4242,
-        started_at=NOW,
-        finished_at=NOW + 0.5,
-        outcome=outcome,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
-    s = open_store(db_url, timeout=5)
-    s.upgrade()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def node(store: SQLStore) -> int:
-    return store.register_node("test", "host-a", 1234, NOW)
-
-
-def claim(
-    store: SQLStore,
-    node: int,
-    limit: int = 10,
-    queues: tuple[str, ...] = ("default",),
-    now: float = NOW,
-    settles: list[Settle] | None = None,
-) -> list[Claim]:
-    return store.exchange(node, settles or [], queues, limit, now)
-
+from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
 # -- schema ---------------------------------------------------------------------
 

@@ -9,26 +9,17 @@ to the jobs taken from it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from jobd.store import open_store
 from jobd.store.base import Claim, JobState, Settle
 from jobd.store.engine import normalize_url
 from jobd.store.sql import SQLStore
-from tests.integration.test_store_contract import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
 WINDOW = 10.0
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
-    s = open_store(db_url, timeout=5)
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def backdate(store: SQLStore, node_id: int, seconds: float) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -15,22 +14,9 @@ from jobd.store.base import Fire, JobState, NewJob, ScheduleProgress, Settle
 from jobd.store.engine import normalize_url
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore
-from tests.integration.test_store_contract import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
-    s = open_store(db_url, timeout=5)
-    s.upgrade()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def node(store: SQLStore) -> int:
-    return store.register_node("test", "host-a", 1234, NOW)
 
 
 def fire(schedule: str, at: float, routine: str = "app.jobs:tick", **job: object) -> Fire:
