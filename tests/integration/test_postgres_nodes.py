@@ -154,6 +154,9 @@ def test_a_silently_dead_listener_is_found_by_its_probe(
             wait_until(lambda: not listener.check(), timeout=5, what="the probe to go unanswered")
         finally:
             os.kill(pid, signal.SIGCONT)
+        # The reconnect is made at once; on a loaded machine it may miss the
+        # 0.3 s connect timeout and be retried after a backoff.
+        wait_until(listener.check, timeout=10, what="the listener to reconnect")
         assert listener.reconnects == 1
         store.enqueue([new_job(queue="after")])
         assert wakeups(listener) == [(NOW, ["after"])]
