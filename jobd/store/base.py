@@ -113,9 +113,10 @@ class Job:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewJob:
-    """A job to insert; arguments already encoded as JSON text."""
+    """A job to insert; arguments already encoded as JSON text (a plain slotted
+    record, like Job: built once per job on the bulk enqueue path)."""
 
     routine: str
     queue: str

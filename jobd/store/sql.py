@@ -357,6 +357,11 @@ class SQLStore(Queries):
         KEY rows get max(rowid) + 1 each, and from the first insert on this
         transaction holds the write lock, so the batch's ids are the n
         highest; the count check guards that reasoning.
+
+        Tried and measured: the rows as one JSON array read by json_each in
+        one INSERT ... SELECT. 10 us per job plus 2 us of json.dumps, against
+        7.6 us through executemany (20,000 jobs, the jobs table's indexes
+        in place): the index updates, not the binding, are the cost.
         """
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:

@@ -50,6 +50,12 @@ def test_encode_call_is_compact_and_keeps_unicode() -> None:
     assert encode_call((), {}) == ("[]", "{}")
 
 
+@pytest.mark.parametrize("kwargs", [None, [], [("a", 1)], "a=1"])
+def test_keyword_arguments_must_be_a_dict(kwargs: Any) -> None:
+    with pytest.raises(TypeError, match=f"kwargs is of type {type(kwargs).__name__}, not a dict"):
+        encode_call((), kwargs)
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "where", "type_name"),
     [
