@@ -1,0 +1,68 @@
+"""The store's own cost per job on the master's path, by jobs per transaction.
+
+    .venv/bin/python benchmarks/store_floor.py [--jobs 60000] [--batches 1,15,32,100]
+
+What the master's `exchange` costs without the master: one process settles
+the jobs it claimed last time (with their attempt rows) and claims as many
+again, in one transaction, until the queue is empty; on a fresh SQLite file
+per batch size. The master's real cost per job is this plus its own Python
+work and the CPU it shares with the workers (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from jobd.store import open_store
+from jobd.store.base import Attempt, JobState, NewJob, Settle
+
+
+def run(path: Path, jobs: int, batch: int) -> float:
+    """Seconds per job for settle + record + claim in transactions of `batch` jobs."""
+    store = open_store(f"sqlite:///{path}", create=True)
+    store.upgrade()
+    now = time.time()
+    for start in range(0, jobs, 5000):
+        store.enqueue(
+            [
+                NewJob("bench:noop", "default", 0, f"[{i}]", "{}", now, now, 3)
+                for i in range(start, min(start + 5000, jobs))
+            ]
+        )
+    node = store.register_node("bench", "localhost", 1, now)
+    claims = store.exchange(node, [], ("default",), batch, now)
+    done = 0
+    began = time.perf_counter()
+    while claims:
+        settles = [
+            Settle(
+                c.id,
+                JobState.SUCCEEDED,
+                Attempt(c.id, c.attempt, c.routine, c.queue, node, 1, now, now, "succeeded"),
+            )
+            for c in claims
+        ]
+        claims = store.exchange(node, settles, ("default",), batch, now)
+        done += len(settles)
+    elapsed = time.perf_counter() - began
+    store.close()
+    return elapsed / done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=60_000)
+    parser.add_argument("--batches", default="1,15,32,100")
+    opts = parser.parse_args()
+    print("jobs/txn  us/job  jobs/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in (int(b) for b in opts.batches.split(",")):
+            per_job = run(Path(tmp) / f"floor-{batch}.db", opts.jobs, batch)
+            print(f"{batch:8d}  {per_job * 1e6:6.1f}  {1 / per_job:6.0f}")
+
+
+if __name__ == "__main__":
+    main()
