@@ -647,6 +647,9 @@ def markdown(systems: Sequence[System], report: Report) -> str:
         "",
         f"![chart]({CHART.name})",
         "",
+        "jobd's own targets, where it falls short of them and what the profiles "
+        "showed: [performance.md](performance.md).",
+        "",
         *(["Run-to-run range (min to max):", "", ranges, ""] if opts.runs > 1 else []),
         "## Systems",
         "",
