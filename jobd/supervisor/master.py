@@ -105,6 +105,7 @@ class Master:
         self.listener_fd = -1
         self.counters = {"succeeded": 0, "failed": 0, "retried": 0, "exchanges": 0, "claimed": 0}
         self.queued_estimate: int | None = None
+        self.queued_capped = False  # the count stopped at its cap: "10000+ queued"
         self.oldest_ready_age: float | None = None
         self.reload_error: str | None = None
         self.bounds = {p.name: (p.min_workers, p.max_workers) for p in settings.pool_specs()}
@@ -543,6 +544,8 @@ class Master:
 
     def _refresh_title(self) -> None:
         queued = "?" if self.queued_estimate is None else self.queued_estimate
+        if self.queued_capped:
+            queued = f"{queued}+"
         title = f"jobd: master [{len(self.workers)} workers, {queued} queued]"
         if title != self.title:
             setproctitle(title)
@@ -562,7 +565,8 @@ class Master:
                 text += f" (target {target})"
             parts.append(text)
         if self.queued_estimate is not None:
-            queued = f"{node.short(self.queued_estimate)} queued"
+            more = "+" if self.queued_capped else ""
+            queued = f"{node.short(self.queued_estimate)}{more} queued"
             if self.oldest_ready_age is not None and self.queued_estimate:
                 queued += f" (oldest {format_duration(self.oldest_ready_age)})"
             parts.append(queued)

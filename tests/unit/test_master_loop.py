@@ -732,3 +732,26 @@ def test_each_pool_claims_for_its_own_workers(store: SQLStore) -> None:
     assert sorted(len(ids) for ids in claimed.values()) == [1, 1]  # one each, despite the flood
     assert email in [i for ids in claimed.values() for i in ids]
     harness.master.close()
+
+
+def test_queue_counts_stop_at_the_cap_and_the_status_says_so(
+    store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobd.supervisor import autoscaler
+
+    # 4 workers * threshold 2 = 8 ready jobs already ask for every worker.
+    monkeypatch.setattr(autoscaler, "LOAD_CAP_MIN", 1)
+    harness = scaled_harness(store)
+    assert autoscaler.load_cap(harness.master.workforce.pools.values()) == 8
+    harness.master.start()
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    hello_all(harness, 1000)
+    for _ in range(20):
+        harness.enqueue()
+    harness.clock.advance(1.0)
+    harness.step()
+    assert (harness.master.queued_estimate, harness.master.queued_capped) == (8, True)
+    assert "8+ queued" in harness.master.status_line()
+    assert harness.master.workforce.targets["default"] == 3  # the decision is the uncapped one
+    harness.master.close()

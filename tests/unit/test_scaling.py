@@ -84,3 +84,16 @@ def test_a_burst_reaches_the_bound_within_two_decisions_and_returns() -> None:
         history.append(size)
     assert history[:2] == [5, 8]
     assert history[-1] == 1
+
+
+def test_the_load_cap_is_what_a_full_pool_needs_within_bounds() -> None:
+    from jobd.pools import PoolSpec
+    from jobd.supervisor.autoscaler import LOAD_CAP_MAX, LOAD_CAP_MIN, load_cap
+
+    def pool(max_workers: int, threshold: float) -> PoolSpec:
+        return PoolSpec("p", ("q",), None, 1, max_workers, threshold, 10.0, 4, 1.0, 10.0, 0.5, 30.0)
+
+    assert load_cap([]) == LOAD_CAP_MIN
+    assert load_cap([pool(8, 5)]) == LOAD_CAP_MIN  # 40 ready fill it; the status wants more
+    assert load_cap([pool(8, 5), pool(1000, 20.5)]) == 20_500
+    assert load_cap([pool(1024, 1e6)]) == LOAD_CAP_MAX
