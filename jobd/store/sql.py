@@ -250,12 +250,16 @@ class SQLStore(Queries):
                 self.wake({job.queue for job in new}, min(job.run_at for job in new))
             return results
         if self.dialect == "sqlite" and all(job.unique_key is None for job in new):
-            results = self._enqueue_sqlite(new)
-        else:
-            with self._transaction() as conn:
-                results = self._insert(conn, new)
-        if new:
+            with self._sqlite_write() as conn:
+                ids = self._insert_sqlite(conn, new)
+            # The master is woken before the records are built: it claims meanwhile.
             self.wake({job.queue for job in new}, min(job.run_at for job in new))
+            return [
+                EnqueueResult(new_job_record(i, job), True) for i, job in zip(ids, new, strict=True)
+            ]
+        with self._transaction() as conn:
+            results = self._insert(conn, new)
+        self.wake({job.queue for job in new}, min(job.run_at for job in new))
         return results
 
     @contextmanager
@@ -286,13 +290,6 @@ class SQLStore(Queries):
         except sqlite3.Error as exc:
             self._drop_connection()
             raise StoreError(f"{self.describe()}: {_sqlite_reason(exc)}") from None
-
-    def _enqueue_sqlite(self, new: list[NewJob]) -> list[EnqueueResult]:
-        with self._sqlite_write() as conn:
-            ids = self._insert_sqlite(conn, new)
-        return [
-            EnqueueResult(new_job_record(i, job), True) for i, job in zip(ids, new, strict=True)
-        ]
 
     def wake(self, queues: set[str], earliest_run_at: float) -> None:
         """SQLite: a datagram to each master, after the commit. PostgreSQL sends
