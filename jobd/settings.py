@@ -20,10 +20,11 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobd.policy import (
     LIMIT_FIELDS,
@@ -404,6 +405,12 @@ SECTIONS: dict[str, type[Any]] = {
 RESERVED_SCHEDULES = ("jobd.cleanup",)
 
 
+class _Derived(NamedTuple):
+    pools: tuple[PoolSpec, ...]
+    queues: tuple[str, ...]
+    queue_set: frozenset[str]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything jobd reads from its config file and environment."""
@@ -423,10 +430,21 @@ class Settings:
     source: Path | None = None
 
     def pool_specs(self) -> tuple[PoolSpec, ...]:
-        return self.pools or (default_pool(self.pool),)
+        return self._derived.pools
 
     def served_queues(self) -> tuple[str, ...]:
-        return tuple(queue for pool in self.pool_specs() for queue in pool.queues)
+        return self._derived.queues
+
+    def serves(self, queues: Iterable[str]) -> bool:
+        """Whether any of `queues` is served by one of the pools."""
+        return not self._derived.queue_set.isdisjoint(queues)
+
+    @cached_property
+    def _derived(self) -> _Derived:
+        # Computed once: the master asks on every wake-up (settings are immutable).
+        pools = self.pools or (default_pool(self.pool),)
+        queues = tuple(queue for pool in pools for queue in pool.queues)
+        return _Derived(pools, queues, frozenset(queues))
 
     def limit_defaults(self) -> dict[str, Any]:
         """The `[limits]` values that differ from the built-in policy defaults."""

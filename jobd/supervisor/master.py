@@ -407,10 +407,9 @@ class Master:
     # -- wake-ups, timers ----------------------------------------------------
 
     def _on_wakeups(self) -> None:
-        served = set(self.settings.served_queues())
         now = self.clock.time()
         for run_at, queues in self.listener.drain():
-            if served.isdisjoint(queues):
+            if not self.settings.serves(queues):
                 continue
             if run_at <= now:
                 self.mark_ready(queues)
