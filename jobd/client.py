@@ -115,51 +115,77 @@ class Client:
         Raises TypeError, naming the value, if an argument is not JSON; and
         writes nothing then.
         """
-        spec = JobSpec(routine, args, kwargs, queue, priority, delay, at, unique_key, max_attempts)
-        return self.enqueue_many([spec], connection=connection)[0]
+        new = self._new_job(
+            routine, args, kwargs, queue, priority, delay, at, unique_key, max_attempts, time.time()
+        )
+        return self.store.enqueue([new], connection=connection)[0].job
 
     def enqueue_many(
         self, specs: Iterable[JobSpec], *, connection: Any = None
     ) -> builtins.list[Job]:
         """Add many jobs in one transaction (all or none)."""
         now = time.time()
-        new = [self._new_job(spec, now) for spec in specs]
+        new = [
+            self._new_job(
+                s.routine,
+                s.args,
+                s.kwargs,
+                s.queue,
+                s.priority,
+                s.delay,
+                s.at,
+                s.unique_key,
+                s.max_attempts,
+                now,
+            )
+            for s in specs
+        ]
         return [result.job for result in self.store.enqueue(new, connection=connection)]
 
-    def _new_job(self, spec: JobSpec, now: float) -> NewJob:
-        resolved = self._resolved.get(spec.routine)
+    def _new_job(
+        self,
+        routine: str | Routine[Any, Any],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        queue: str | None,
+        priority: int | None,
+        delay: float | str | timedelta | None,
+        at: datetime | float | str | None,
+        unique_key: str | None,
+        max_attempts: int | None,
+        now: float,
+    ) -> NewJob:
+        # Positional fields, not a JobSpec: enqueue() is the producer's hot path.
+        resolved = self._resolved.get(routine)
         if resolved is None:
-            resolved = self._resolved[spec.routine] = self.resolve(spec.routine)
+            resolved = self._resolved[routine] = self.resolve(routine)
         name, policy = resolved
-        args_json, kwargs_json = encode_call(spec.args, spec.kwargs)
-        queue = check_queue_name(spec.queue) if spec.queue is not None else policy.queue
-        unique_key = spec.unique_key
+        args_json, kwargs_json = encode_call(args, kwargs)
+        if queue is not None:
+            queue = check_queue_name(queue)
         if unique_key is None and policy.unique:
             unique_key = payload_unique_key(name, args_json, kwargs_json)
         options = {}
-        if spec.priority is not None or spec.max_attempts is not None:
+        if priority is not None or max_attempts is not None:
             options = parse_policy(
                 {
                     key: value
-                    for key, value in (
-                        ("priority", spec.priority),
-                        ("max_attempts", spec.max_attempts),
-                    )
+                    for key, value in (("priority", priority), ("max_attempts", max_attempts))
                     if value is not None
                 },
                 "enqueue",
             )
         return NewJob(
             routine=name,
-            queue=queue,
+            queue=queue or policy.queue,
             priority=options.get("priority", policy.priority),
             args_json=args_json,
             kwargs_json=kwargs_json,
-            run_at=run_at(now, spec.delay, spec.at),
+            run_at=now if delay is None and at is None else run_at(now, delay, at),
             enqueued_at=now,
             max_attempts=options.get("max_attempts", policy.max_attempts),
             unique_key=unique_key,
-            decoded=(list(spec.args), dict(spec.kwargs)),
+            decoded=(list(args), dict(kwargs)),
         )
 
     def resolve(self, routine: str | Routine[Any, Any]) -> tuple[str, Policy]:

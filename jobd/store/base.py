@@ -219,8 +219,8 @@ class Settle:
     follow_up: NewJob | None = None  # inserted in the same transaction (failed hooks)
 
 
-@dataclass(frozen=True)
-class EnqueueResult:
+@dataclass(slots=True)
+class EnqueueResult:  # plain and slotted: one per job on the bulk path
     job: Job
     created: bool  # False when a unique key matched a live job
 

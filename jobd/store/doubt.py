@@ -58,7 +58,7 @@ def resolve(store: SQLStore, doubt: Doubt) -> Doubt:
             doubt.committed = _committed(conn, doubt)
         if doubt.committed and doubt.claims:
             back = [Settle(c.id, JobState.QUEUED, None, uncount=True) for c in doubt.claims]
-            store._apply_settles(conn, doubt.node_id, back)
+            store._apply_settles(conn, conn.connection.dbapi_connection, doubt.node_id, back)
     return doubt
 
 

@@ -12,8 +12,10 @@ PostgreSQL: psycopg 3; `statement_timeout`, `lock_timeout` and
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -24,7 +26,6 @@ from sqlalchemy.pool import NullPool
 from jobd.store.base import StoreError
 
 _WRITE = "jobd_write"
-_DEADLINE = "jobd_deadline"
 
 
 def normalize_url(url: str) -> str:
@@ -65,11 +66,37 @@ def build_engine(url: str, timeout: float, synchronous: str = "normal") -> Engin
     return _postgres_engine(url, timeout)
 
 
+class SQLiteConnection(sqlite3.Connection):
+    """A sqlite3 connection that carries the deadline of its current transaction.
+
+    The progress handler is installed once per connection and reads
+    `deadline`, so arming a transaction is one attribute store (the hot
+    paths arm one per enqueue and per claim).
+    """
+
+    deadline: float = math.inf
+
+
+def _install_deadline(dbapi_conn: SQLiteConnection) -> None:
+    own = weakref.ref(dbapi_conn)  # no cycle between the connection and its handler
+    clock = time.monotonic
+
+    def _past_deadline() -> int:
+        conn = own()
+        return 1 if conn is not None and clock() > conn.deadline else 0
+
+    # Checked every 20k VM instructions (a few ms): aborts a runaway statement.
+    dbapi_conn.set_progress_handler(_past_deadline, 20000)
+
+
 def _sqlite_engine(url: str, timeout: float, synchronous: str) -> Engine:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": timeout})
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"timeout": timeout, "factory": SQLiteConnection}
+    )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_conn: SQLiteConnection, _record: Any) -> None:
+        _install_deadline(dbapi_conn)
         # Let SQLAlchemy's begin event, not the sqlite3 module, open transactions.
         dbapi_conn.isolation_level = None
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
@@ -110,12 +137,5 @@ def arm(conn: Connection, write: bool, timeout: float) -> None:
     """Prepare `conn` for one transaction: its kind, and (SQLite) its deadline."""
     conn.info[_WRITE] = write
     dbapi_conn = conn.connection.dbapi_connection
-    if isinstance(dbapi_conn, sqlite3.Connection):
-        deadline = time.monotonic() + timeout
-        clock = time.monotonic
-
-        def _past_deadline() -> int:
-            return 1 if clock() > deadline else 0
-
-        # Checked every 20k VM instructions (a few ms): aborts a runaway statement.
-        dbapi_conn.set_progress_handler(_past_deadline, 20000)
+    if isinstance(dbapi_conn, SQLiteConnection):
+        dbapi_conn.deadline = time.monotonic() + timeout

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -64,19 +63,20 @@ class Compiled:
             getter = itemgetter(*picks)
             self.bind = lambda row: getter(row + constants)
 
-    def execute(self, conn: Connection, row: tuple[Any, ...]) -> list[Any]:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    def execute(self, dbapi_conn: Any, row: tuple[Any, ...]) -> list[Any]:
+        """Run on `dbapi_conn` (the driver's connection, in its open transaction)."""
+        cursor = dbapi_conn.cursor()
         try:
             cursor.execute(self.sql, self.bind(row))
             return list(cursor.fetchall()) if cursor.description else []
         finally:
             cursor.close()
 
-    def execute_many(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    def execute_many(self, dbapi_conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        cursor = dbapi_conn.cursor()
         try:
             bind = self.bind
-            cursor.executemany(self.sql, [bind(row) for row in rows])
+            cursor.executemany(self.sql, (bind(row) for row in rows))
         finally:
             cursor.close()
 

@@ -154,7 +154,7 @@ def rescue(
         held = [Claim._make(row) for row in conn.execute(running)]
         settles = [decide(claim) for claim in held]
         if settles:
-            store._apply_settles(conn, node_id, settles)
+            store._apply_settles(conn, conn.connection.dbapi_connection, node_id, settles)
         if found.stopped_at is None:
             # Marked as rescued (not stopped cleanly) for `jobd health`; its next
             # heartbeat, if it comes back, replaces the mark.

@@ -38,13 +38,16 @@ def insert_tuple(job: NewJob) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_QUEUED = JobState.QUEUED.value  # an enum member's .value is a descriptor call
+
+
 def new_job_record(job_id: int, job: NewJob) -> Job:
     args, kwargs = job.decoded or (json.loads(job.args_json), json.loads(job.kwargs_json))
     return Job(
         id=job_id,
         routine=job.routine,
         queue=job.queue,
-        state=JobState.QUEUED.value,
+        state=_QUEUED,
         priority=job.priority,
         args=args,
         kwargs=kwargs,

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from select import select as wait_readable
@@ -58,7 +59,14 @@ from jobd.store.base import (
 )
 from jobd.store.doubt import Doubt
 from jobd.store.doubt import resolve as resolve_doubt
-from jobd.store.engine import arm, build_engine, dialect_of, normalize_url, sqlite_path
+from jobd.store.engine import (
+    SQLiteConnection,
+    arm,
+    build_engine,
+    dialect_of,
+    normalize_url,
+    sqlite_path,
+)
 from jobd.store.fairness import weighted_merge
 from jobd.store.hotpath import (
     ATTEMPT_NAMES,
@@ -177,7 +185,23 @@ class SQLStore(Queries):
             except SQLAlchemyError as exc:
                 raise StoreError(f"cannot connect to {self.describe()}: {_reason(exc)}") from None
             self._local.conn = conn
+            self._local.raw = None
         return conn
+
+    def _sqlite_connection(self) -> SQLiteConnection:
+        """The thread's kept SQLite DBAPI connection, armed for one transaction.
+
+        The hot paths' way in: `_connection` checks the SQLAlchemy connection
+        through several properties per call, here one attribute read suffices
+        once it has been checked.
+        """
+        raw: SQLiteConnection | None = getattr(self._local, "raw", None)
+        if raw is None or self._pid != os.getpid():
+            raw = self._connection().connection.dbapi_connection  # type: ignore[assignment]
+            assert isinstance(raw, SQLiteConnection)
+            self._local.raw = raw
+        raw.deadline = time.monotonic() + self.timeout
+        return raw
 
     def _usable(self, conn: Connection) -> bool:
         if self.dialect != "postgresql" or _alive(conn):
@@ -201,7 +225,7 @@ class SQLStore(Queries):
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
-        self._local.conn = None
+        self._local.conn = self._local.raw = None
         if conn is not None:
             with suppress(SQLAlchemyError):
                 conn.close()
@@ -250,8 +274,8 @@ class SQLStore(Queries):
                 self.wake({job.queue for job in new}, min(job.run_at for job in new))
             return results
         if self.dialect == "sqlite" and all(job.unique_key is None for job in new):
-            with self._sqlite_write() as conn:
-                ids = self._insert_sqlite(conn, new)
+            with self._sqlite_write() as raw:
+                ids = self._insert_sqlite(raw, new)
             # The master is woken before the records are built: it claims meanwhile.
             self.wake({job.queue for job in new}, min(job.run_at for job in new))
             return [
@@ -263,7 +287,7 @@ class SQLStore(Queries):
         return results
 
     @contextmanager
-    def _sqlite_write(self) -> Iterator[Connection]:
+    def _sqlite_write(self) -> Iterator[SQLiteConnection]:
         """The hot paths' transaction on SQLite: BEGIN IMMEDIATE and COMMIT on the
         kept connection, without SQLAlchemy's transaction bookkeeping.
 
@@ -274,14 +298,11 @@ class SQLStore(Queries):
         idle pause, when every instruction runs cold on this VM, the master's
         claim transaction fell from 1.0 ms to 0.41 ms (p50, see docs/architecture.md).
         """
-        conn = self._connection()
-        arm(conn, True, self.timeout)
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
+        raw = self._sqlite_connection()
         try:
             raw.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield raw
                 raw.execute("COMMIT")
             except BaseException:
                 with suppress(sqlite3.Error):
@@ -325,7 +346,8 @@ class SQLStore(Queries):
         plain = [job for job in new if job.unique_key is None]
         ids: dict[int, int] = {}
         if plain and self.dialect == "sqlite":
-            for job, job_id in zip(plain, self._insert_sqlite(conn, plain), strict=True):
+            inserted = self._insert_sqlite(conn.connection.dbapi_connection, plain)
+            for job, job_id in zip(plain, inserted, strict=True):
                 ids[id(job)] = job_id
         elif len(plain) == 1:
             row = conn.execute(insert(jobs), insert_row(plain[0]))
@@ -345,7 +367,7 @@ class SQLStore(Queries):
             self._notify(conn, {job.queue for job in new}, min(job.run_at for job in new))
         return results
 
-    def _insert_sqlite(self, conn: Connection, plain: Sequence[NewJob]) -> range:
+    def _insert_sqlite(self, raw: Any, plain: Sequence[NewJob]) -> range:
         """One executemany; the new ids are the top ones, consecutive.
 
         SQLAlchemy's insertmanyvalues cannot keep RETURNING in parameter
@@ -360,13 +382,15 @@ class SQLStore(Queries):
         7.6 us through executemany (20,000 jobs, the jobs table's indexes
         in place): the index updates, not the binding, are the cost.
         """
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = raw.cursor()
         try:
             bind = self._insert_job.bind
             if len(plain) == 1:
                 cursor.execute(self._insert_job.sql, bind(insert_tuple(plain[0])))
                 return range(cursor.lastrowid, cursor.lastrowid + 1)
-            cursor.executemany(self._insert_job.sql, [bind(insert_tuple(job)) for job in plain])
+            # A generator: each row's tuples die as soon as SQLite has bound them,
+            # instead of 2 x N objects that outlive the call for the GC to walk.
+            cursor.executemany(self._insert_job.sql, (bind(insert_tuple(job)) for job in plain))
             last = cursor.execute("SELECT max(id) FROM jobs").fetchone()[0]
             first = last - len(plain) + 1
             found = cursor.execute("SELECT count(*) FROM jobs WHERE id >= ?", (first,)).fetchone()[
@@ -420,11 +444,14 @@ class SQLStore(Queries):
         committing = False
         raw = self.dialect == "sqlite" and all(r.weights is None for r in requests)
         try:
-            with self._sqlite_write() if raw else self._transaction() as conn:
-                if settles:
-                    self._apply_settles(conn, node_id, settles)
-                claimed = [self._claim(conn, node_id, request, now) for request in requests]
-                committing = self.dialect == "postgresql"
+            if raw:
+                with self._sqlite_write() as dbapi:
+                    claimed = self._exchange_in(None, dbapi, node_id, settles, requests, now)
+            else:
+                with self._transaction() as conn:
+                    driver = conn.connection.dbapi_connection
+                    claimed = self._exchange_in(conn, driver, node_id, settles, requests, now)
+                    committing = self.dialect == "postgresql"
         except StoreError:
             flat = [claim for claims in claimed for claim in claims] if committing else []
             if flat or (committing and settles):
@@ -433,16 +460,38 @@ class SQLStore(Queries):
         self._applied.clear()
         return claimed
 
+    def _exchange_in(
+        self,
+        conn: Connection | None,
+        dbapi: Any,
+        node_id: int,
+        settles: list[Settle],
+        requests: Sequence[ClaimRequest],
+        now: float,
+    ) -> list[list[Claim]]:
+        """The exchange's statements, in the open transaction of `dbapi` (the
+        driver's connection; `conn` is its SQLAlchemy connection, or None on
+        SQLite's raw path, which serves no weighted pools)."""
+        if settles:
+            self._apply_settles(conn, dbapi, node_id, settles)
+        return [self._claim(conn, dbapi, node_id, request, now) for request in requests]
+
     def _claim(
-        self, conn: Connection, node_id: int, request: ClaimRequest, now: float
+        self,
+        conn: Connection | None,
+        dbapi: Any,
+        node_id: int,
+        request: ClaimRequest,
+        now: float,
     ) -> list[Claim]:
         if request.limit <= 0:
             return []
         if request.weights is None or len(request.queues) == 1:
             rows = self._claim_statement(request.queues).execute(
-                conn, (now, request.limit, node_id)
+                dbapi, (now, request.limit, node_id)
             )
             return claims_from_rows(rows)
+        assert conn is not None
         return self._claim_weighted(conn, node_id, request, now)
 
     def _claim_weighted(
@@ -476,17 +525,19 @@ class SQLStore(Queries):
         ).all()
         return sorted((Claim._make(row) for row in rows), key=lambda c: rank[c.id])
 
-    def _apply_settles(self, conn: Connection, node_id: int, settles: list[Settle]) -> None:
-        self._settle.execute_many(conn, settle_rows(node_id, settles))
+    def _apply_settles(
+        self, conn: Connection | None, dbapi: Any, node_id: int, settles: list[Settle]
+    ) -> None:
+        self._settle.execute_many(dbapi, settle_rows(node_id, settles))
         follow_ups = [s.follow_up for s in settles if s.follow_up is not None]
         if follow_ups:  # cursor-level, like the rest: this may run in _sqlite_write
-            self._insert_job.execute_many(conn, [insert_tuple(job) for job in follow_ups])
-            if self.dialect == "postgresql":
+            self._insert_job.execute_many(dbapi, [insert_tuple(job) for job in follow_ups])
+            if conn is not None and self.dialect == "postgresql":
                 queues = {job.queue for job in follow_ups}
                 self._notify(conn, queues, min(job.run_at for job in follow_ups))
         recorded = attempt_rows(settles)
         if recorded:
-            self._record.execute_many(conn, recorded)
+            self._record.execute_many(dbapi, recorded)
 
     def _claim_statement(self, queues: tuple[str, ...]) -> Compiled:
         """UPDATE ... WHERE id IN (next ready ids) RETURNING ...: one statement.

@@ -331,6 +331,23 @@ def test_a_locked_database_fails_within_the_timeout(
     engine.dispose()
 
 
+def test_a_runaway_sqlite_statement_is_stopped_at_the_timeout(sqlite_url: str) -> None:
+    # (PostgreSQL bounds statements with statement_timeout, set at connect.)
+    quick = open_store(sqlite_url, timeout=0.3)
+    quick.upgrade()
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    for _ in range(2):  # each transaction gets its own deadline, not the first one's
+        started = time.monotonic()
+        with (
+            pytest.raises(StoreError, match="ran past the store timeout"),
+            quick._sqlite_write() as raw,
+        ):
+            raw.execute(endless)
+        assert 0.25 < time.monotonic() - started < 3.0
+        quick.enqueue([new_job()])  # the store is usable again at once
+    quick.close()
+
+
 def test_unreachable_database_is_a_store_error() -> None:
     store = open_store("postgresql://postgres@127.0.0.1:1/nothing", timeout=1)
     with pytest.raises(StoreError, match="cannot connect"):
