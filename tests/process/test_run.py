@@ -177,6 +177,26 @@ def test_an_enqueue_wakes_the_master_at_once(tmp_path: Path, daemons: list[Daemo
     assert max(latencies) < 0.5, latencies  # the poll interval is 60s
 
 
+def test_a_producer_finds_a_master_that_started_after_it(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # Producers re-read the wake directory at most every LOOK_EVERY seconds, not
+    # on every enqueue: a restarted master must still be woken, not polled.
+    daemon = Daemon(tmp_path, store={"poll_interval": "60s"})
+    daemons.append(daemon)
+    daemon.upgrade()
+    client = daemon.client()
+    first = client.enqueue(f"{R}:record", daemon.events, tag="before")  # no master yet
+    for round_ in range(2):
+        daemon.start()
+        if round_ == 0:
+            daemon.wait_state(first.id, "succeeded")  # claimed at start
+        job = client.enqueue(f"{R}:record", daemon.events, tag=round_)
+        (ran,) = [e for e in daemon.wait_event("ran", round_ + 2) if e["job"] == job.id]
+        assert ran["t"] - job.enqueued_at < 0.5  # the poll interval is 60s
+        assert daemon.stop() == 0
+
+
 def test_status_shows_the_node_and_its_workers(daemon: Daemon) -> None:
     import json
 
