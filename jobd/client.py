@@ -12,10 +12,12 @@ arguments; pass such arguments through `JobSpec` and `enqueue_many`.
 from __future__ import annotations
 
 import builtins
+import gc
 import importlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,6 +126,10 @@ class Client:
         self, specs: Iterable[JobSpec], *, connection: Any = None
     ) -> builtins.list[Job]:
         """Add many jobs in one transaction (all or none)."""
+        with _collector_paused():
+            return self._enqueue_many(specs, connection)
+
+    def _enqueue_many(self, specs: Iterable[JobSpec], connection: Any) -> builtins.list[Job]:
         now = time.time()
         new = [
             self._new_job(
@@ -254,6 +260,28 @@ class Client:
     def stats(self) -> builtins.list[QueueStats]:
         """Per queue: counts by state and the oldest ready job."""
         return self.store.queue_stats(time.time())
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for one bulk enqueue.
+
+    A bulk call creates ~5 container objects per job that live until it
+    returns (the records it builds and returns). The collector counts them
+    and, within one 10,000-job call, runs a full collection over everything
+    the process holds: measured 40-60 ms of a 150-240 ms call. None of these
+    objects form cycles; after the call they are counted as usual (and most
+    are freed by reference counting first, when the caller drops the list).
+    The same technique as Mercurial's `util.nogc`. The previous state is
+    restored, so a caller that had switched the collector off keeps it off.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def run_at(
