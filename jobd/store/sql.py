@@ -162,6 +162,9 @@ class SQLStore(Queries):
         self._insert_job = Compiled(
             insert(jobs).values(inserted), self.engine.dialect, INSERT_NAMES
         )
+        self._insert_job_id = Compiled(
+            insert(jobs).values(inserted).returning(jobs.c.id), self.engine.dialect, INSERT_NAMES
+        )
         recorded: dict[str, Any] = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
         self._record = Compiled(
             insert(attempts).values(recorded), self.engine.dialect, ATTEMPT_NAMES
@@ -273,6 +276,8 @@ class SQLStore(Queries):
                 # Sent before the caller commits; the master re-checks shortly after.
                 self.wake({job.queue for job in new}, min(job.run_at for job in new))
             return results
+        if self.dialect == "postgresql" and len(new) == 1 and new[0].unique_key is None:
+            return [self._enqueue_postgres_one(new[0])]
         if self.dialect == "sqlite" and all(job.unique_key is None for job in new):
             with self._sqlite_write() as raw:
                 ids = self._insert_sqlite(raw, new)
@@ -285,6 +290,35 @@ class SQLStore(Queries):
             results = self._insert(conn, new)
         self.wake({job.queue for job in new}, min(job.run_at for job in new))
         return results
+
+    def _enqueue_postgres_one(self, job: NewJob) -> EnqueueResult:
+        """One job on PostgreSQL: BEGIN, INSERT, NOTIFY and COMMIT sent together
+        in a psycopg pipeline, on the kept connection's driver.
+
+        Sent one by one (through Connection.begin and execute) each waited
+        for its answer: 1.2-1.35 ms per enqueue on loopback, against
+        0.8 ms pipelined. The NOTIFY is delivered at the COMMIT, as before.
+        """
+        from jobd.store.pglisten import CHANNEL_SQL, payloads
+
+        raw: Any = self._connection().connection.dbapi_connection
+        insert_id = self._insert_job_id
+        try:
+            with raw.pipeline():
+                inserted = raw.cursor()
+                inserted.execute(insert_id.sql, insert_id.bind(insert_tuple(job)))
+                notify = raw.cursor()
+                for payload in payloads({job.queue}, job.run_at):
+                    notify.execute(f"SELECT pg_notify({CHANNEL_SQL}, %(p)s)", {"p": payload})
+                raw.commit()
+            row = inserted.fetchone()
+        except self._driver_error as exc:
+            self._drop_connection()  # closing it rolls back whatever was left open
+            raise StoreError(f"{self.describe()}: {_reason(exc)}") from None
+        except BaseException:
+            self._drop_connection()
+            raise
+        return EnqueueResult(new_job_record(int(row[0]), job), True)
 
     @contextmanager
     def _sqlite_write(self) -> Iterator[SQLiteConnection]:

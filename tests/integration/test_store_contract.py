@@ -327,6 +327,10 @@ def test_a_locked_database_fails_within_the_timeout(
             quick.enqueue([new_job()])
         assert time.monotonic() - started < 3.0
         locker.rollback()
+    # The failed transaction left nothing behind, and the store works again.
+    (result,) = quick.enqueue([new_job(args="[7]")])
+    assert [job.args for job in quick.list_jobs()] == [[7]]
+    assert result.job.args == [7]
     quick.close()
     engine.dispose()
 
