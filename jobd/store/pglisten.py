@@ -47,6 +47,7 @@ log = logging.getLogger("jobd.store")
 # limited to 63 bytes; two schemas that share their first 58 bytes would only
 # wake each other needlessly.
 CHANNEL_SQL = "'jobd.' || left(coalesce(current_schema(), 'public'), 58)"
+NOTIFY_SQL = f"SELECT pg_notify({CHANNEL_SQL}, %(payload)s)"  # in the producer's transaction
 PAYLOAD_MAX = 7000  # PostgreSQL's limit is 8000 bytes
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 

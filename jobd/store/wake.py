@@ -131,7 +131,8 @@ class Waker:
     def _look(self, now: float) -> None:
         """Re-read the directory if masters came or went, at most every LOOK_EVERY
         seconds: a stat per enqueue was 5 us of a 50 us call. A master that
-        starts in between is reached by its first claim and its poll."""
+        starts is reached within LOOK_EVERY; what was queued before, its first
+        claim takes."""
         self._next_look = now + LOOK_EVERY
         try:
             mtime = os.stat(self.directory).st_mtime
