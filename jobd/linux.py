@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own symbols, libc's among them. ctypes.util.find_library
+# runs `ldconfig -p` in a subprocess to find the file: 5-10 ms on the master's
+# and the template's start (both import this module).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option: int, value: int) -> None:

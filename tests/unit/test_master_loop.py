@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from jobd import exitcodes
+from jobd.schedule import Schedule
 from jobd.settings import PoolSection, Settings, StoreSection
 from jobd.store import open_store
 from jobd.store.base import NewJob
@@ -174,7 +175,9 @@ def exited_with(code: int) -> int:
 
 
 class Harness:
-    def __init__(self, store: SQLStore, reload: Any = None, **pool: Any) -> None:
+    def __init__(
+        self, store: SQLStore, reload: Any = None, schedules: tuple[Schedule, ...] = (), **pool: Any
+    ) -> None:
         self.clock = FakeClock()
         self.launcher = FakeLauncher()
         self.notifier = FakeNotifier()
@@ -189,6 +192,7 @@ class Harness:
                 }
             ),
             store=StoreSection(poll_interval=1.0, heartbeat_interval=60.0),
+            schedules=schedules,
         )
         self.store = store
         self.master = Master(
@@ -276,6 +280,45 @@ def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harnes
     harness.step()
     job = harness.store.get_job(job_id)
     assert (job.state, job.result) == ("succeeded", {"ok": True})
+
+
+def test_the_scheduler_waits_for_the_pool_and_the_first_claims(harness: Harness) -> None:
+    # Its first pass imports croniter and syncs every schedule (tens of ms):
+    # jobs queued before the start go to the booted workers first.
+    job_id = harness.enqueue()
+    harness.master.start()
+    assert harness.master.scheduler is not None
+    passes: list[tuple[Phase, int]] = []
+    tick = harness.master.scheduler.tick
+
+    def watched(now: float) -> float | None:
+        passes.append((harness.master.phase, harness.master.counters["claimed"]))
+        return tick(now)
+
+    harness.master.scheduler.tick = watched  # type: ignore[method-assign]
+    harness.template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    assert passes == []  # booting: no pass yet
+    for n, worker in enumerate(harness.template.workers.values()):
+        harness.template.tell(op="forked", slot=worker.slot, pid=1000 + n)
+        worker.say(op="hello", pid=1000 + n)
+    harness.step()
+    assert passes[0] == (Phase.RUNNING, 1)
+    orders = [o for w in harness.template.workers.values() for o in w.orders()]
+    assert [o["id"] for o in orders] == [job_id]
+
+
+def test_a_fired_schedule_is_dispatched_in_the_same_step(store: SQLStore) -> None:
+    every = Schedule("tick", ROUTINE, every=10)
+    harness = Harness(store, schedules=(every,))
+    try:
+        workers = harness.boot()
+        assert harness.orders(workers) == []
+        harness.clock.advance(10)
+        ((_worker, order),) = harness.orders(workers)  # one step: fired, claimed, sent
+        assert order["routine"] == ROUTINE
+    finally:
+        harness.master.close()
 
 
 def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness) -> None:
