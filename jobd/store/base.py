@@ -420,8 +420,9 @@ class WakeSource(Protocol):
         """The descriptor to select on; -1 while it is not connected (or, as
         PostgreSQL's does, one that stays the same and quiet meanwhile)."""
 
-    def drain(self) -> list[tuple[float, list[str]]]:
-        """Every wake-up waiting: (earliest run_at, queues)."""
+    def drain(self, at_most: int | None = None) -> list[tuple[float, list[str]]]:
+        """The wake-ups waiting, (earliest run_at, queues): all of them, or up to
+        `at_most` where reading one at a time is cheaper (datagrams)."""
 
     def check(self) -> bool:
         """Still listening? If not, reconnect (fileno may change) and return False."""

@@ -111,8 +111,9 @@ class PgListener:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def drain(self) -> list[tuple[float, list[str]]]:
-        """Every wake-up the connection has received; never waits."""
+    def drain(self, at_most: int | None = None) -> list[tuple[float, list[str]]]:
+        """Every wake-up the connection has received (`at_most` aside: they arrive
+        together); never waits."""
         conn = self._conn
         if conn is None:
             return []

@@ -54,10 +54,12 @@ class WakeListener:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def drain(self) -> list[tuple[float, list[str]]]:
-        """Every wake-up waiting on the socket: (earliest run_at, queues)."""
+    def drain(self, at_most: int | None = None) -> list[tuple[float, list[str]]]:
+        """The wake-ups waiting on the socket, up to `at_most`: (earliest run_at,
+        queues). Only the read that finds the socket empty raises: the master
+        reads one datagram, claims, and reads the rest after."""
         wakeups: list[tuple[float, list[str]]] = []
-        while True:
+        while at_most is None or len(wakeups) < at_most:
             try:
                 data = self._sock.recv(4096)
             except BlockingIOError:
@@ -67,6 +69,7 @@ class WakeListener:
                 wakeups.append((float(run_at), queues.split(",")))
             except ValueError:
                 continue
+        return wakeups
 
     def check(self) -> bool:
         """A local socket cannot go silently deaf: it is there while we are."""

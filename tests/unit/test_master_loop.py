@@ -282,6 +282,24 @@ def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harnes
     assert (job.state, job.result) == ("succeeded", {"ok": True})
 
 
+def test_a_wake_up_is_claimed_before_reaping_and_the_timers(harness: Harness) -> None:
+    # The producer's datagram goes to the claim first: the housekeeping of the
+    # step comes after the job is on its way (docs/performance.md).
+    workers = harness.boot()
+    claimed_when_reaping: list[int] = []
+    reap = harness.launcher.reap
+
+    def watched() -> list[tuple[int, int]]:
+        claimed_when_reaping.append(harness.master.counters["claimed"])
+        return reap()
+
+    harness.launcher.reap = watched  # type: ignore[method-assign]
+    job_id = harness.enqueue()  # the store's datagram wakes the master
+    ((_worker, order),) = harness.orders(workers)
+    assert order["id"] == job_id
+    assert claimed_when_reaping == [1]
+
+
 def test_the_scheduler_waits_for_the_pool_and_the_first_claims(harness: Harness) -> None:
     # Its first pass imports croniter and syncs every schedule (tens of ms):
     # jobs queued before the start go to the booted workers first.

@@ -43,3 +43,19 @@ def test_a_socket_bound_in_the_same_mtime_tick_is_not_missed(tmp_path: Path) -> 
     finally:
         listener.close()
         waker.close()
+
+
+def test_the_listener_reads_at_most_what_it_is_asked(tmp_path: Path) -> None:
+    # The master reads one datagram, claims, then the rest (docs/performance.md).
+    database = str(tmp_path / "jobd.db")
+    listener = WakeListener(database)
+    waker = Waker(database)
+    try:
+        for run_at in (1.0, 2.0, 3.0):
+            waker.wake({"default"}, run_at)
+        assert listener.drain(at_most=1) == [(1.0, ["default"])]
+        assert listener.drain() == [(2.0, ["default"]), (3.0, ["default"])]
+        assert listener.drain(at_most=1) == []
+    finally:
+        listener.close()
+        waker.close()
