@@ -109,7 +109,6 @@ class Runner:
         self, job: JobContext, routine: Routine[Any, Any], policy: Policy, message: dict[str, Any]
     ) -> bytes:
         hooks = registered_hooks()
-        METER.reset_peak()
         started, cpu = time.time(), time.process_time()
         set_current_job(job)
         try:

@@ -28,6 +28,7 @@ from jobd.linux import set_parent_death_signal
 from jobd.settings import Settings
 from jobd.wire import LineReader, encode
 from jobd.worker.execute import Runner, malformed
+from jobd.worker.limits import METER
 
 log = logging.getLogger("jobd.worker")
 
@@ -123,6 +124,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _job_loop(sock: socket.socket, runner: Runner, title: str) -> int:
     reader = LineReader()
+    METER.reset_peak()  # and after each reply: each attempt's peak is its own
     while True:
         data = sock.recv(262144)
         if not data:
@@ -132,6 +134,7 @@ def _job_loop(sock: socket.socket, runner: Runner, title: str) -> int:
             if op == "run":
                 setproctitle(f"{title} busy {message['routine']} #{message['id']}")
                 sock.sendall(runner.run(message))
+                METER.reset_peak()
                 setproctitle(f"{title} idle")
             elif op == "stop":
                 return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from jobd.policy import Policy
@@ -31,3 +32,26 @@ def test_memory_verdict() -> None:
     )
     assert verdict.message == "RSS 600M over its memory limit of 512M"
     assert memory_verdict(1 << 40, Policy()) is None
+
+
+def test_a_forked_child_measures_its_own_memory() -> None:
+    # The meter's descriptors name /proc/self as resolved at open: a child
+    # forked after the parent opened them must open its own (at-fork hook).
+    from jobd.worker.limits import METER
+
+    METER.current()  # opened in this process
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: grow by 64 MiB, report the growth it measures
+        try:
+            before = METER.current()
+            ballast = b"x" * (64 << 20)  # written, so resident
+            os.write(write_end, str(METER.current() - before).encode())
+            del ballast
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        growth = int(reader.read())
+    os.waitpid(pid, 0)
+    assert growth >= 60 << 20
