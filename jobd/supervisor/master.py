@@ -238,7 +238,7 @@ class Master:
         if woken:
             # A producer's wake-up goes to the claim first: reaping, the timers and
             # reading the socket until it is empty (the last read raises) come after.
-            # 0.1 ms of an idle pool's enqueue-to-start (docs/performance.md). Not
+            # 0.04-0.07 ms of an idle pool's enqueue-to-start (docs/performance.md). Not
             # in a step with a signal: a SIGCHLD's worker is reaped before claiming.
             if not signalled:
                 self.exchange()

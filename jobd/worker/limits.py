@@ -56,6 +56,10 @@ class Meter:
 
     def forget(self) -> None:
         """In a forked child: the descriptors are the parent's /proc/self."""
+        for fd in (self._clear, self._statm):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._opened, self._clear, self._statm = False, -1, -1
 
     def reset_peak(self) -> None:
