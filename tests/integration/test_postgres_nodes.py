@@ -81,6 +81,18 @@ def test_an_enqueue_notifies_listeners_at_commit(store: SQLStore, listener: PgLi
     assert quiet(listener)
 
 
+def test_a_single_enqueue_is_one_statement_that_notifies(
+    store: SQLStore, listener: PgListener
+) -> None:
+    (result,) = store.enqueue([new_job(queue="one", run_at=NOW + 2)])
+    assert wakeups(listener) == [(NOW + 2, ["one"])]
+    assert store.get_job(result.job.id).queue == "one"
+    # It ran in autocommit; the connection is back to transactions for the rest.
+    raw = store._connection().connection.dbapi_connection
+    assert raw is not None and raw.autocommit is False
+    assert quiet(listener)
+
+
 def test_in_the_callers_transaction_the_wake_up_comes_with_its_commit(
     store: SQLStore, listener: PgListener
 ) -> None:

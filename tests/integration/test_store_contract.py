@@ -6,6 +6,7 @@ required of both dialects.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -72,6 +73,34 @@ def test_enqueue_returns_jobs_in_order(store: SQLStore) -> None:
     assert [store.get_job(i).args for i in ids] == [[0], [1], [2], [3], [4]]
     job = store.get_job(ids[0])
     assert (job.state, job.attempts, job.max_attempts, job.queue) == ("queued", 0, 3, "default")
+
+
+def test_a_bulk_enqueue_stores_each_job_as_given(store: SQLStore) -> None:
+    # Every field of every row lands on its own job (PostgreSQL sends the
+    # batch as one array per column), unique keys mixed in.
+    given = [
+        new_job(
+            routine=f"app.jobs:r{i}",
+            queue=f"q{i % 3}",
+            priority=i - 2,
+            args=f"[{i}]",
+            run_at=NOW + i,
+            max_attempts=i + 1,
+            unique_key="u" if i == 2 else None,
+        )
+        for i in range(6)
+    ]
+    results = store.enqueue(given)
+    assert [r.created for r in results] == [True] * 6
+    for job, result in zip(given, results, strict=True):
+        stored = store.get_job(result.job.id)
+        assert (stored.routine, stored.queue, stored.priority, stored.args) == (
+            job.routine, job.queue, job.priority, json.loads(job.args_json)
+        )  # fmt: skip
+        assert (stored.run_at, stored.max_attempts, stored.state) == (
+            job.run_at, job.max_attempts, "queued"
+        )  # fmt: skip
+        assert result.job.id == stored.id and result.job.args == stored.args
 
 
 def test_claim_order_is_priority_then_run_at_then_id(store: SQLStore, node: int) -> None:
