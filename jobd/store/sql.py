@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from jobd.store import maintenance, schema
+from jobd.store import maintenance, pgbatch, schema
 from jobd.store import nodes as node_sql
 from jobd.store import schedules as schedule_sql
 from jobd.store.base import (
@@ -563,7 +563,11 @@ class SQLStore(Queries):
     def _apply_settles(
         self, conn: Connection | None, dbapi: Any, node_id: int, settles: list[Settle]
     ) -> None:
-        self._settle.execute_many(dbapi, settle_rows(node_id, settles))
+        rows = settle_rows(node_id, settles)
+        if self.dialect == "postgresql" and pgbatch.distinct_jobs(rows):
+            pgbatch.settle_many(dbapi, node_id, rows)
+        else:
+            self._settle.execute_many(dbapi, rows)
         follow_ups = [s.follow_up for s in settles if s.follow_up is not None]
         if follow_ups:  # cursor-level, like the rest: this may run in _sqlite_write
             self._insert_job.execute_many(dbapi, [insert_tuple(job) for job in follow_ups])
@@ -571,7 +575,9 @@ class SQLStore(Queries):
                 queues = {job.queue for job in follow_ups}
                 self._notify(conn, queues, min(job.run_at for job in follow_ups))
         recorded = attempt_rows(settles)
-        if recorded:
+        if recorded and self.dialect == "postgresql":
+            pgbatch.record_many(dbapi, recorded)
+        elif recorded:
             self._record.execute_many(dbapi, recorded)
 
     def _claim_statement(self, queues: tuple[str, ...]) -> Compiled:

@@ -103,6 +103,41 @@ def test_a_bulk_enqueue_stores_each_job_as_given(store: SQLStore) -> None:
         assert result.job.id == stored.id and result.job.args == stored.args
 
 
+def test_one_exchange_settles_and_records_a_mixed_batch(store: SQLStore, node: int) -> None:
+    # PostgreSQL settles and records a batch as one statement each (pgbatch.py):
+    # every row's fields must land on its own job and attempt.
+    store.enqueue([new_job(args=f"[{i}]") for i in range(4)])
+    done, retried, failed, returned = claim(store, node)
+    settles = [
+        Settle(done.id, JobState.SUCCEEDED, attempt_for(done, node), result_json='{"r": 1}'),
+        Settle(
+            retried.id,
+            JobState.QUEUED,
+            attempt_for(retried, node, "error", error_type="E1", error_message="m1"),
+            run_at=NOW + 60,
+        ),
+        Settle(
+            failed.id,
+            JobState.FAILED,
+            attempt_for(
+                failed, node, "error", error_type="E2", error_message="m2", cpu_seconds=0.5
+            ),
+        ),
+        Settle(returned.id, JobState.QUEUED, None, uncount=True),
+    ]
+    claim(store, node, limit=0, settles=settles)
+    jobs = {c.id: store.get_job(c.id) for c in (done, retried, failed, returned)}
+    assert (jobs[done.id].state, jobs[done.id].result) == ("succeeded", {"r": 1})
+    assert (jobs[retried.id].state, jobs[retried.id].run_at) == ("queued", NOW + 60)
+    assert (jobs[retried.id].error_type, jobs[retried.id].error_message) == ("E1", "m1")
+    assert (jobs[failed.id].state, jobs[failed.id].error_type) == ("failed", "E2")
+    assert (jobs[returned.id].state, jobs[returned.id].attempts) == ("queued", 0)
+    assert store.job_attempts(returned.id) == []
+    (record,) = store.job_attempts(failed.id)
+    assert (record.outcome, record.error_message, record.cpu_seconds) == ("error", "m2", 0.5)
+    assert [a.outcome for a in store.job_attempts(done.id)] == ["succeeded"]
+
+
 def test_claim_order_is_priority_then_run_at_then_id(store: SQLStore, node: int) -> None:
     low = store.enqueue([new_job(priority=0, run_at=NOW - 5)])[0].job.id
     high_late = store.enqueue([new_job(priority=9, run_at=NOW - 1)])[0].job.id
