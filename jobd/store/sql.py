@@ -165,7 +165,14 @@ class SQLStore(Queries):
         self._insert_job_id = Compiled(
             insert(jobs).values(inserted).returning(jobs.c.id), self.engine.dialect, INSERT_NAMES
         )
-        self._insert_notify_sql: str | None = None  # PostgreSQL: see _enqueue_postgres_one
+        if self.dialect == "postgresql":
+            from jobd.store.pglisten import CHANNEL_SQL
+
+            # The single enqueue: the insert and its NOTIFY as one statement.
+            self._insert_notify_sql = (
+                f"WITH new AS ({self._insert_job_id.sql}) "
+                f"SELECT new.id, pg_notify({CHANNEL_SQL}, %(payload)s) FROM new"
+            )
         recorded: dict[str, Any] = {c.name: bindparam(c.name) for c in attempts.c if c.name != "id"}
         self._record = Compiled(
             insert(attempts).values(recorded), self.engine.dialect, ATTEMPT_NAMES
@@ -302,13 +309,8 @@ class SQLStore(Queries):
         in a psycopg pipeline 0.88 ms; this one statement 0.48 ms (an
         autocommit INSERT alone: 0.40 ms).
         """
-        from jobd.store.pglisten import CHANNEL_SQL, payloads
+        from jobd.store.pglisten import payloads
 
-        if self._insert_notify_sql is None:
-            self._insert_notify_sql = (
-                f"WITH new AS ({self._insert_job_id.sql}) "
-                f"SELECT new.id, pg_notify({CHANNEL_SQL}, %(payload)s) FROM new"
-            )
         (payload,) = payloads({job.queue}, job.run_at)  # one queue: one payload
         params = self._insert_job_id.bind(insert_tuple(job))
         params["payload"] = payload
@@ -390,7 +392,8 @@ class SQLStore(Queries):
             row = conn.execute(insert(jobs), insert_row(plain[0]))
             ids[id(plain[0])] = _new_id(row)
         elif plain:
-            for job, job_id in zip(plain, _insert_postgres(conn, plain), strict=True):
+            new_ids = pgbatch.insert_many(conn.connection.dbapi_connection, plain)
+            for job, job_id in zip(plain, new_ids, strict=True):
                 ids[id(job)] = job_id
         results = []
         for job in new:
@@ -741,43 +744,6 @@ class SQLStore(Queries):
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-# Several jobs on PostgreSQL: one statement whose rows come as one array per
-# column. Through SQLAlchemy's insertmanyvalues (batches of 1,000 VALUES rows,
-# a bound parameter each) 10,000 jobs went in at 10-15k jobs/s; this way at
-# 33-46k. The identity values are assigned in the ORDER BY's order, so the
-# returned ids sorted are the jobs' in order: the same PostgreSQL behaviour
-# SQLAlchemy's insertmanyvalues relies on (its "implicit sentinel").
-_PG_INSERT_MANY = """
-INSERT INTO jobs (routine, queue, state, priority, args, kwargs, max_attempts,
-                  enqueued_at, run_at)
-SELECT routine, queue, 'queued', priority, args, kwargs, max_attempts, enqueued_at, run_at
-FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::int[],
-            %s::float8[], %s::float8[])
-     WITH ORDINALITY AS new(routine, queue, priority, args, kwargs, max_attempts,
-                            enqueued_at, run_at, n)
-ORDER BY n
-RETURNING id
-"""
-
-
-def _insert_postgres(conn: Connection, plain: Sequence[NewJob]) -> list[int]:
-    """The new ids of `plain` (no unique keys), in order: see _PG_INSERT_MANY."""
-    columns = [
-        [job.routine for job in plain],
-        [job.queue for job in plain],
-        [job.priority for job in plain],
-        [job.args_json for job in plain],
-        [job.kwargs_json for job in plain],
-        [job.max_attempts for job in plain],
-        [job.enqueued_at for job in plain],
-        [job.run_at for job in plain],
-    ]
-    ids = sorted(int(row[0]) for row in conn.exec_driver_sql(_PG_INSERT_MANY, tuple(columns)))
-    if len(ids) != len(plain):
-        raise StoreError(f"bulk insert: expected {len(plain)} new ids, got {len(ids)}")
-    return ids
 
 
 def _new_id(result: Any) -> int:

@@ -43,13 +43,11 @@ class Meter:
     """Per-process measurement of memory: peak per attempt, current RSS."""
 
     def __init__(self) -> None:
-        self._opened = False
         self._clear = -1
         self._statm = -1
 
     def _open(self) -> None:
         # /proc/self is resolved at open time: each process opens its own.
-        self._opened = True
         with contextlib.suppress(OSError):
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
@@ -60,10 +58,10 @@ class Meter:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._opened, self._clear, self._statm = False, -1, -1
+        self._clear = self._statm = -1
 
     def reset_peak(self) -> None:
-        if not self._opened:
+        if self._statm < 0:
             self._open()
         if self._clear >= 0:
             with contextlib.suppress(OSError):
@@ -73,7 +71,7 @@ class Meter:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def current(self) -> int:
-        if not self._opened:
+        if self._statm < 0:
             self._open()
         return int(os.pread(self._statm, 64, 0).split()[1]) * _PAGE
 

@@ -81,13 +81,13 @@ def test_an_enqueue_notifies_listeners_at_commit(store: SQLStore, listener: PgLi
     assert quiet(listener)
 
 
-def test_a_single_enqueue_is_one_statement_that_notifies(
+def test_a_single_enqueue_notifies_and_leaves_the_connection_transactional(
     store: SQLStore, listener: PgListener
 ) -> None:
     (result,) = store.enqueue([new_job(queue="one", run_at=NOW + 2)])
     assert wakeups(listener) == [(NOW + 2, ["one"])]
     assert store.get_job(result.job.id).queue == "one"
-    # It ran in autocommit; the connection is back to transactions for the rest.
+    # It runs as one autocommit statement; the connection is back to transactions.
     raw = store._connection().connection.dbapi_connection
     assert raw is not None and raw.autocommit is False
     assert quiet(listener)
