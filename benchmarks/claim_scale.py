@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from jobd.records import Attempt, JobState, Settle
 from jobd.store import open_store
-from jobd.store.base import Attempt, JobState, Settle
 from jobd.store.records import INSERT_NAMES
 from jobd.store.sql import SQLStore
 

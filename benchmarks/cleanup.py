@@ -24,8 +24,8 @@ import uuid
 from typing import Any
 
 from jobd.maintenance import delete_old
+from jobd.records import NewJob
 from jobd.store import open_store
-from jobd.store.base import NewJob
 
 JOB = (
     "INSERT INTO jobs (id, routine, queue, state, priority, args, kwargs, attempts, "

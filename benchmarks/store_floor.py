@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jobd.records import Attempt, JobState, NewJob, Settle
 from jobd.store import open_store
-from jobd.store.base import Attempt, JobState, NewJob, Settle
 
 
 def run(path: Path, jobs: int, batch: int) -> float:

@@ -14,8 +14,8 @@ Importing jobd does not import SQLAlchemy: the workers never need it.
 from jobd.client import Client, JobSpec, UnknownRoutine
 from jobd.errors import JobTimeout
 from jobd.hooks import Hooks, JobContext, WorkerInfo, add_hooks, current_job
+from jobd.records import Job, JobState
 from jobd.routines import JobFailure, Routine, routine
-from jobd.store.base import Job, JobState
 
 __version__ = "0.1.0"
 

@@ -32,10 +32,10 @@ from jobd.policy import (
     parse_policy,
     policy_from_json,
 )
+from jobd.records import Attempt, Job, NewJob, QueueStats
 from jobd.routines import REGISTRY, Routine
 from jobd.settings import JobdSection, Settings, config_path, load
 from jobd.store import open_store
-from jobd.store.base import Attempt, Job, NewJob, QueueStats
 from jobd.units import parse_duration
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobd.records import HealthFacts, iso
 from jobd.settings import HealthSection
-from jobd.store.base import HealthFacts, iso
 from jobd.units import format_duration
 
 

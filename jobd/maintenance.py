@@ -40,7 +40,7 @@ COMPLETED = ("succeeded", "cancelled")
 
 
 class RetentionStore(Protocol):
-    """The part of `jobd.store.base.Store` the cleanup uses."""
+    """The part of `jobd.store.contract.Store` the cleanup uses."""
 
     dialect: str
 

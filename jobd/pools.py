@@ -25,8 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobd.supervisor.scaling import Scaling
-
 POOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_POOL = "default"
 # The keys a [pools.NAME] table may set; all but `weights` default to [pool]'s.
@@ -59,19 +57,6 @@ class PoolSpec:
     scale_cooldown: float
     hysteresis: float
     idle_timeout: float
-
-    def scaling(self, bounds: tuple[int, int] | None = None) -> Scaling:
-        low, high = bounds or (self.min_workers, self.max_workers)
-        return Scaling(
-            min_workers=low,
-            max_workers=high,
-            scale_up_threshold=self.scale_up_threshold,
-            clear_within=self.clear_within,
-            max_step=self.max_step,
-            scale_cooldown=self.scale_cooldown,
-            hysteresis=self.hysteresis,
-            idle_timeout=self.idle_timeout,
-        )
 
     def to_json(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("name", *POOL_KEYS)}

@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 from jobd.payload import encode_call, unique_key
 from jobd.policy import Policy, policy_from_json
+from jobd.records import Fire, FiredJob, NewJob, ScheduleProgress, ScheduleState
+from jobd.records import iso as iso_time
 from jobd.schedule import MISSED_COUNT_CAP, Schedule, due_fires, next_fire
 from jobd.settings import Settings
-from jobd.store.base import Fire, FiredJob, NewJob, ScheduleProgress, ScheduleState, StoreError
-from jobd.store.base import iso as iso_time
+from jobd.store.contract import StoreError
 
 log = logging.getLogger("jobd.scheduler")
 
@@ -42,7 +43,7 @@ MAX_FIRES = 1000  # per schedule and pass; the rest come in the next pass, at on
 
 
 class SchedulerStore(Protocol):
-    """The part of `jobd.store.base.Store` the scheduler uses."""
+    """The part of `jobd.store.contract.Store` the scheduler uses."""
 
     def sync_schedules(
         self,

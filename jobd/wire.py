@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobd.store.base import Claim
+from jobd.records import Claim
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _names: dict[str, str] = {}

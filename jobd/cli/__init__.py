@@ -16,7 +16,7 @@ from jobd.cli import commands, scheduling
 from jobd.cli.commands import UsageError
 from jobd.client import UnknownRoutine
 from jobd.settings import ConfigError
-from jobd.store.base import InvalidTransition, JobNotFound, SchemaError, StoreError
+from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError
 
 
 class _Parser(argparse.ArgumentParser):

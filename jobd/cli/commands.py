@@ -14,8 +14,8 @@ from typing import Any
 from jobd import exitcodes
 from jobd.cli.output import age, local_time, print_json, print_table, seconds, size
 from jobd.client import Client, run_at
+from jobd.records import Job
 from jobd.settings import Settings, config_path, load
-from jobd.store.base import Job
 from jobd.units import parse_duration
 
 

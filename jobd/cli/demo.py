@@ -74,7 +74,7 @@ def _start_producer(settings: Settings, rate: float) -> int:
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        from jobd.linux import set_parent_death_signal
+        from jobd.processes import set_parent_death_signal
 
         set_parent_death_signal(signal.SIGTERM)
         _produce(settings, rate)

@@ -15,8 +15,8 @@ from jobd.cli.commands import UsageError, open_client
 from jobd.cli.output import print_json, print_table
 from jobd.health import evaluate, healthy
 from jobd.maintenance import DAY, delete_old
+from jobd.records import ScheduleState, iso
 from jobd.schedule import Schedule
-from jobd.store.base import ScheduleState, iso
 
 OVERDUE_AFTER = 60.0  # a next fire this far in the past means no master is firing it
 

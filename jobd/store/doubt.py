@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, select
 
-from jobd.store.base import Claim, JobState, Settle
+from jobd.records import Claim, JobState, Settle
 from jobd.store.schema import jobs
 
 if TYPE_CHECKING:

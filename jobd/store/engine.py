@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
-from jobd.store.base import StoreError
+from jobd.store.contract import StoreError
 
 _WRITE = "jobd_write"
 

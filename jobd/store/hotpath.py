@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
-from jobd.store.base import Claim, JobState, Settle
+from jobd.records import Claim, JobState, Settle
 
 SETTLE_NAMES = (
     "b_id", "b_node", "b_state", "b_result", "b_run_at", "b_finished_at",

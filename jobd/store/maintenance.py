@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from jobd.store.base import FINISHED_STATES, NOT_FAILURES, RESCUED, HealthFacts, NodeInfo
+from jobd.records import FINISHED_STATES, NOT_FAILURES, RESCUED, HealthFacts, NodeInfo
 from jobd.store.schema import FINISHED, attempts, jobs, nodes, schedule_fires
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
 
-from jobd.store.base import SchemaError
+from jobd.store.contract import SchemaError
 from jobd.store.schema import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -43,7 +43,7 @@ from sqlalchemy import (
     update,
 )
 
-from jobd.store.base import RESCUED, Claim, NodeInfo, Pulse, Settle
+from jobd.records import RESCUED, Claim, NodeInfo, Pulse, Settle
 from jobd.store.schema import jobs, nodes
 
 if TYPE_CHECKING:

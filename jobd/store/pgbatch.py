@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobd.store.base import NewJob, StoreError
+from jobd.records import NewJob
+from jobd.store.contract import StoreError
 
 # The identity values are assigned in the ORDER BY's order, so the returned
 # ids, sorted, are the jobs' in order: the PostgreSQL behaviour SQLAlchemy's

@@ -78,7 +78,7 @@ def parse(payload: str) -> tuple[float, list[str]] | None:
 
 
 class PgListener:
-    """`jobd.store.base.WakeSource` on a LISTEN connection; see the module docstring."""
+    """`jobd.store.contract.WakeSource` on a LISTEN connection; see the module docstring."""
 
     def __init__(
         self,

@@ -11,18 +11,9 @@ from contextlib import AbstractContextManager
 from sqlalchemy import Connection, case, func, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
+from jobd.records import Attempt, Job, JobState, QueueLoad, QueueStats, RoutineStats, percentile
 from jobd.store import schema
-from jobd.store.base import (
-    Attempt,
-    InvalidTransition,
-    Job,
-    JobNotFound,
-    JobState,
-    QueueLoad,
-    QueueStats,
-    RoutineStats,
-    percentile,
-)
+from jobd.store.contract import InvalidTransition, JobNotFound
 from jobd.store.records import job_from_row
 
 jobs, attempts = schema.jobs, schema.attempts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobd.store.base import Job, JobState, NewJob, loads_or_none
+from jobd.records import Job, JobState, NewJob, loads_or_none
 
 
 def insert_row(job: NewJob) -> dict[str, Any]:

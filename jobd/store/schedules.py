@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from jobd.store.base import Fire, FiredJob, ScheduleProgress, ScheduleState
+from jobd.records import Fire, FiredJob, ScheduleProgress, ScheduleState
 from jobd.store.schema import jobs, schedule_fires, schedules
 
 if TYPE_CHECKING:

@@ -35,28 +35,24 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from jobd.store import maintenance, pgbatch, schema
-from jobd.store import nodes as node_sql
-from jobd.store import schedules as schedule_sql
-from jobd.store.base import (
+from jobd.records import (
     Claim,
     ClaimRequest,
     EnqueueResult,
     Fire,
     FiredJob,
     HealthFacts,
-    InvalidTransition,
-    JobNotFound,
     NewJob,
     NodeInfo,
     Pulse,
     ScheduleProgress,
     ScheduleState,
-    SchemaError,
     Settle,
-    StoreError,
-    WakeSource,
 )
+from jobd.store import maintenance, pgbatch, schema
+from jobd.store import nodes as node_sql
+from jobd.store import schedules as schedule_sql
+from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError, WakeSource
 from jobd.store.doubt import Doubt
 from jobd.store.doubt import resolve as resolve_doubt
 from jobd.store.engine import (
@@ -132,7 +128,7 @@ SETTLE = (
 
 
 class SQLStore(Queries):
-    """`jobd.store.base.Store` on SQLite or PostgreSQL."""
+    """`jobd.store.contract.Store` on SQLite or PostgreSQL."""
 
     def __init__(
         self,

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from jobd.pools import PoolSpec
-from jobd.store.base import StoreError
+from jobd.store.contract import StoreError
 from jobd.supervisor.phase import Phase
-from jobd.supervisor.scaling import Load, decide
+from jobd.supervisor.scaling import Load, Scaling, decide
 
 if TYPE_CHECKING:
     from jobd.supervisor.master import Master
@@ -68,7 +68,7 @@ def autoscale(master: Master, now: float) -> None:
             since_change=mono - master.last_change.get(name, mono),
         )
         current = master.workforce.targets[name]
-        decision = decide(current, load, pool.scaling(master.bounds.get(name)))
+        decision = decide(current, load, Scaling.of(pool, master.bounds.get(name)))
         if decision.target == current:
             continue
         log.info("pool %s: %s", name, decision.reason)

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any, Protocol
 
-from jobd.linux import set_child_subreaper
+from jobd.processes import set_child_subreaper
 from jobd.settings import Settings, to_json
 from jobd.supervisor.signals import HANDLED
 from jobd.wire import LineReader, encode_datagram

@@ -30,9 +30,10 @@ from setproctitle import setproctitle
 
 from jobd import exitcodes, logs
 from jobd.policy import policy_from_json
+from jobd.records import Attempt, Claim, ClaimRequest, Settle
 from jobd.scheduling import Scheduler
 from jobd.settings import ConfigError, Settings, keep_unreloadable
-from jobd.store.base import Attempt, Claim, ClaimRequest, Settle, StoreError
+from jobd.store.contract import StoreError
 from jobd.supervisor import node
 from jobd.supervisor.autoscaler import autoscale
 from jobd.supervisor.children import Launcher, ProcessLauncher
@@ -101,7 +102,7 @@ class Master:
         self.store_retry_at = 0.0
         self.store_failures = 0
         self.drain_deadline: float | None = None
-        self.listener: Any = None  # jobd.store.base.WakeSource
+        self.listener: Any = None  # jobd.store.contract.WakeSource
         self.listener_fd = -1
         self.counters = {"succeeded": 0, "failed": 0, "retried": 0, "exchanges": 0, "claimed": 0}
         self.queued_estimate: int | None = None

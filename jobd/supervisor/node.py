@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from jobd.store.base import Claim, Pulse, Settle, StoreError
+from jobd.records import Claim, Pulse, Settle
+from jobd.store.contract import StoreError
 from jobd.supervisor.outcomes import after_attempt, death_attempt
 from jobd.units import format_duration
 

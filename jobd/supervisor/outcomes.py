@@ -1,4 +1,4 @@
-"""Pure decisions about attempts: how a worker ended, and where its job goes next.
+"""Pure decisions about attempts: where a job goes after one ended.
 
 Nothing here touches a process or the database; the master gathers the
 inputs and applies the outputs, and the unit tests call these directly.
@@ -6,42 +6,15 @@ inputs and applies the outputs, and the unit tests call these directly.
 
 from __future__ import annotations
 
-import os
-import signal
-from dataclasses import dataclass
 from typing import Any
 
 from jobd.policy import Policy
-from jobd.store.base import Attempt, Claim, JobState, NewJob, Settle
+from jobd.records import Attempt, Claim, JobState, NewJob, Settle
 
 FAILED_HOOK_ROUTINE = "jobd.failure:call_failed_hook"
 
 # Outcomes that end a job at once, whatever attempts remain.
 FINAL_OUTCOMES = {"succeeded": JobState.SUCCEEDED, "cancelled": JobState.CANCELLED}
-
-
-@dataclass(frozen=True)
-class Exit:
-    """How a child process ended, from its wait status."""
-
-    pid: int
-    code: int | None
-    signal: int | None
-
-    def describe(self) -> str:
-        if self.signal is not None:
-            try:
-                return signal.Signals(self.signal).name
-            except ValueError:
-                return f"signal {self.signal}"
-        return f"exit code {self.code}"
-
-
-def classify(pid: int, status: int) -> Exit:
-    """A wait status as an Exit: a signal that killed it, or its exit code."""
-    if os.WIFSIGNALED(status):
-        return Exit(pid, None, os.WTERMSIG(status))
-    return Exit(pid, os.waitstatus_to_exitcode(status), None)
 
 
 def after_attempt(

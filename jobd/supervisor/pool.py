@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from jobd.store.base import Claim
+from jobd.records import Claim
 from jobd.supervisor.children import Channel
 from jobd.supervisor.limits import Verdict
 

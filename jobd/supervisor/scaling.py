@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from jobd.pools import PoolSpec
+
 
 @dataclass(frozen=True)
 class Scaling:
@@ -44,6 +46,21 @@ class Scaling:
     scale_cooldown: float = 10.0
     hysteresis: float = 0.25
     idle_timeout: float = 30.0
+
+    @classmethod
+    def of(cls, pool: PoolSpec, bounds: tuple[int, int] | None = None) -> Scaling:
+        """A pool's scaling settings, within `bounds` (SIGTTIN/SIGTTOU move them)."""
+        low, high = bounds or (pool.min_workers, pool.max_workers)
+        return cls(
+            min_workers=low,
+            max_workers=high,
+            scale_up_threshold=pool.scale_up_threshold,
+            clear_within=pool.clear_within,
+            max_step=pool.max_step,
+            scale_cooldown=pool.scale_cooldown,
+            hysteresis=pool.hysteresis,
+            idle_timeout=pool.idle_timeout,
+        )
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jobd.policy import Policy, policy_from_json
+from jobd.processes import Exit, classify
+from jobd.records import Attempt, Claim
 from jobd.settings import Settings
-from jobd.store.base import Attempt, Claim
 from jobd.supervisor.children import Launcher, Template
 from jobd.supervisor.limits import Verdict, memory_verdict, time_verdict
-from jobd.supervisor.outcomes import Exit, classify, death_attempt
+from jobd.supervisor.outcomes import death_attempt
 from jobd.supervisor.pool import InFlight, Runtimes, Worker, capacity, choose_worker
 from jobd.units import format_size
 from jobd.wire import STOP

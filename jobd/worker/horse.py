@@ -17,10 +17,9 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from jobd.hooks import JobContext
-from jobd.linux import set_parent_death_signal
 from jobd.policy import Policy
+from jobd.processes import classify, set_parent_death_signal
 from jobd.routines import Routine
-from jobd.supervisor.outcomes import classify
 from jobd.wire import encode
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from setproctitle import setproctitle
 from jobd import logs
 from jobd.errors import JobTerminated
 from jobd.hooks import WorkerInfo, registered_hooks
-from jobd.linux import set_parent_death_signal
+from jobd.processes import set_parent_death_signal
 from jobd.settings import Settings
 from jobd.wire import LineReader, encode
 from jobd.worker.execute import Runner, malformed

@@ -32,7 +32,7 @@ from typing import Any
 from setproctitle import setproctitle
 
 from jobd import logs
-from jobd.linux import set_parent_death_signal
+from jobd.processes import set_parent_death_signal
 from jobd.routines import REGISTRY
 from jobd.settings import Settings, from_json
 from jobd.wire import encode_datagram

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobd.store.base import Attempt, Claim, NewJob, Settle
+from jobd.records import Attempt, Claim, NewJob, Settle
 from jobd.store.sql import SQLStore
 
 NOW = 1_800_000_000.0

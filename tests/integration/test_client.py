@@ -17,9 +17,10 @@ from sqlalchemy import text
 
 import jobd
 from jobd import Client, JobSpec, UnknownRoutine
+from jobd.records import Attempt, JobState, Settle
 from jobd.settings import JobdSection, Settings
 from jobd.store import open_store
-from jobd.store.base import Attempt, InvalidTransition, JobNotFound, JobState, Settle
+from jobd.store.contract import InvalidTransition, JobNotFound
 from jobd.store.engine import build_engine
 from tests.integration import client_routines as routines
 

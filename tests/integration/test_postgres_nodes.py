@@ -19,8 +19,9 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobd.records import JobState, Settle
 from jobd.store import open_store
-from jobd.store.base import JobState, Settle, StoreError
+from jobd.store.contract import StoreError
 from jobd.store.engine import build_engine, normalize_url
 from jobd.store.migrate import UPGRADE_LOCK
 from jobd.store.pglisten import PgListener

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from jobd.maintenance import cleanup, delete_old
+from jobd.records import JobState, NewJob, Settle
 from jobd.store import open_store
-from jobd.store.base import JobState, NewJob, Settle
 from jobd.store.sql import SQLStore
 from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
@@ -88,7 +88,7 @@ def test_cleanup_deletes_old_finished_jobs_in_batches(store: SQLStore, node: int
 
 
 def _fire(at: float) -> Any:
-    from jobd.store.base import Fire
+    from jobd.records import Fire
 
     return Fire("tick", at, NewJob("app.jobs:tick", "default", 0, "[]", "{}", at, at, 3))
 

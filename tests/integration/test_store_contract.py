@@ -1,4 +1,4 @@
-"""The store contract (jobd/store/base.py), on SQLite and on PostgreSQL.
+"""The store contract (jobd/store/contract.py), on SQLite and on PostgreSQL.
 
 Every test runs twice through the `db_url` fixture: the same behaviour is
 required of both dialects.
@@ -13,16 +13,9 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobd.records import Claim, JobState, Settle
 from jobd.store import open_store
-from jobd.store.base import (
-    Claim,
-    InvalidTransition,
-    JobNotFound,
-    JobState,
-    SchemaError,
-    Settle,
-    StoreError,
-)
+from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError
 from jobd.store.engine import normalize_url
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from sqlalchemy import create_engine, text
 
+from jobd.records import Claim, JobState, Settle
 from jobd.store import open_store
-from jobd.store.base import Claim, JobState, Settle
 from jobd.store.engine import normalize_url
 from jobd.store.sql import SQLStore
 from tests.integration.jobs import NOW, attempt_for, claim, new_job

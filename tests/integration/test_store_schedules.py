@@ -1,4 +1,4 @@
-"""The store contract for schedules, retention and health (jobd/store/base.py),
+"""The store contract for schedules, retention and health (jobd/store/contract.py),
 on SQLite and on PostgreSQL, like test_store_contract.py."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import threading
 import pytest
 from sqlalchemy import create_engine, text
 
+from jobd.records import Fire, JobState, NewJob, ScheduleProgress, Settle
 from jobd.store import open_store
-from jobd.store.base import Fire, JobState, NewJob, ScheduleProgress, Settle
 from jobd.store.engine import normalize_url
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore

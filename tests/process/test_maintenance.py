@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.store.base import JobState, Settle
+from jobd.records import JobState, Settle
 from tests.integration.test_store_contract import attempt_for, new_job
 from tests.process.daemon import Daemon
 

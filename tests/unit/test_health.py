@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from jobd.health import evaluate, healthy
+from jobd.records import HealthFacts, NodeInfo
 from jobd.settings import HealthSection
-from jobd.store.base import HealthFacts, NodeInfo
 
 NOW = 1_800_000_000.0
 LIMITS = HealthSection()  # 30s stale, 5m ready, 15m window, 25% from 20 attempts

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from jobd import exitcodes
+from jobd.records import NewJob
 from jobd.schedule import Schedule
 from jobd.settings import PoolSection, Settings, StoreSection
 from jobd.store import open_store
-from jobd.store.base import NewJob
 from jobd.store.sql import SQLStore
 from jobd.supervisor.children import Channel
 from jobd.supervisor.master import Master, Phase
@@ -450,7 +450,7 @@ def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harnes
 
 class BrokenStore:
     def exchange_many(self, *args: object) -> list[object]:
-        from jobd.store.base import StoreError
+        from jobd.store.contract import StoreError
 
         raise StoreError("database is locked")
 

@@ -8,8 +8,9 @@ import signal
 import pytest
 
 from jobd.policy import Policy
-from jobd.store.base import Attempt, Claim, JobState
-from jobd.supervisor.outcomes import after_attempt, classify, death_attempt, never_started
+from jobd.processes import classify
+from jobd.records import Attempt, Claim, JobState
+from jobd.supervisor.outcomes import after_attempt, death_attempt, never_started
 
 NOW = 1_800_000_000.0
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobd.store.base import Claim
+from jobd.records import Claim
 from jobd.supervisor.children import Channel
 from jobd.supervisor.pool import (
     PER_JOB_OVERHEAD,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jobd.store.base import Claim
+from jobd.records import Claim
 from jobd.wire import LineReader, encode, run_message
 
 

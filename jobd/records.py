@@ -1,9 +1,9 @@
-"""The store contract: what jobd asks of its database, method by method.
+"""The domain records: the vocabulary every layer of jobd shares.
 
-The master, the client and the CLI see only this module; the SQLAlchemy
-implementation (`jobd.store.sql`) keeps every statement and every dialect
-difference to itself. Records here are plain, typed and stdlib-only, so the
-supervisor can use them without importing SQLAlchemy.
+Jobs, attempts, claims and settles, the states a job moves through, and
+the records that status, health and the scheduler read. Plain, typed and
+stdlib-only: the store, the master, the worker, the wire and the client
+all import these, and this module imports none of them.
 
 Job states:
 
@@ -15,11 +15,10 @@ Job states:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 
 class JobState(StrEnum):
@@ -31,24 +30,6 @@ class JobState(StrEnum):
 
 
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-class StoreError(Exception):
-    """The database cannot do what was asked (unreachable, locked too long, ...)."""
-
-
-class SchemaError(StoreError):
-    """The schema is missing or older than this jobd: run `jobd db upgrade`."""
-
-
-class JobNotFound(StoreError):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(f"no job with id {job_id}")
-        self.job_id = job_id
-
-
-class InvalidTransition(StoreError):
-    """`retry` or `cancel` asked of a job in a state that does not allow it."""
 
 
 def iso(ts: float | None) -> str | None:
@@ -407,162 +388,3 @@ class HealthFacts:
 
 def loads_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-class WakeSource(Protocol):
-    """What wakes a master when jobs are enqueued (the master selects on `fileno`).
-
-    SQLite: a datagram socket beside the database (store/wake.py).
-    PostgreSQL: a LISTEN connection, probed each check (store/pglisten.py).
-    """
-
-    def fileno(self) -> int:
-        """The descriptor to select on; -1 while it is not connected (or, as
-        PostgreSQL's does, one that stays the same and quiet meanwhile)."""
-
-    def drain(self, at_most: int | None = None) -> list[tuple[float, list[str]]]:
-        """The wake-ups waiting, (earliest run_at, queues): all of them, or up to
-        `at_most` where reading one at a time is cheaper (datagrams)."""
-
-    def check(self) -> bool:
-        """Still listening? If not, reconnect (fileno may change) and return False."""
-
-    def close(self) -> None: ...
-
-
-class Store(Protocol):
-    """What jobd needs from a database. Every call is bounded by the store's timeout."""
-
-    url: str
-
-    # -- schema
-    def check_schema(self) -> None:
-        """Raise SchemaError unless the schema is at this jobd's revision."""
-
-    def upgrade(self) -> tuple[str | None, str]:
-        """Migrate the schema to the head revision; return (before, after)."""
-
-    # -- producers
-    def enqueue(self, jobs: list[NewJob], connection: Any = None) -> list[EnqueueResult]:
-        """Insert jobs in one transaction (the caller's, if `connection` is given)."""
-
-    def wake(self, queues: set[str], earliest_run_at: float) -> None:
-        """Tell masters that jobs were enqueued (after commit)."""
-
-    def wake_listener(self) -> WakeSource | None:
-        """The master's end of `wake`, or None where the store has none."""
-
-    # -- the master
-    def exchange(
-        self, node_id: int, settles: list[Settle], queues: tuple[str, ...], limit: int, now: float
-    ) -> list[Claim]:
-        """Apply settles and claim up to `limit` ready jobs, in one transaction."""
-
-    def exchange_many(
-        self, node_id: int, settles: list[Settle], requests: Sequence[ClaimRequest], now: float
-    ) -> list[list[Claim]]:
-        """Apply settles and serve each claim request (one per pool), in one transaction."""
-
-    def register_node(self, name: str, hostname: str, pid: int, now: float) -> int: ...
-
-    def heartbeat(self, node_id: int, now: float, info: dict[str, Any]) -> Pulse | None:
-        """Record that the node lives, clearing a stop another node recorded.
-
-        Liveness is stamped and judged on the database server's clock where
-        there is one (PostgreSQL: hosts' clocks may disagree), else with `now`.
-        None if the node row is gone.
-        """
-
-    def stop_node(self, node_id: int, now: float) -> None: ...
-
-    def dead_nodes(self, now: float, timeout: float, exclude: int | None = None) -> list[NodeInfo]:
-        """Nodes (but `exclude`) whose heartbeat is older than `timeout` seconds and
-        that are not stopped or still hold running jobs."""
-
-    def rescue_node(
-        self,
-        node_id: int,
-        now: float,
-        decide: Callable[[Claim], Settle],
-        timeout: float | None = None,
-    ) -> list[Settle]:
-        """Settle a dead node's running jobs with `decide` and mark it stopped, in one
-        transaction, once however many nodes try. With `timeout`, only if the
-        node's heartbeat is still older than that (re-checked under its row
-        lock); without, its death is proven otherwise (its pid is gone)."""
-
-    def cancel_requests(self, node_id: int) -> list[int]:
-        """Running jobs of this node that someone asked to cancel."""
-
-    def register_routines(self, catalog: dict[str, dict[str, Any]], now: float) -> None: ...
-
-    def routine_policies(self) -> dict[str, dict[str, Any]]: ...
-
-    # -- people and scripts
-    def get_job(self, job_id: int) -> Job: ...
-
-    def list_jobs(
-        self,
-        state: str | None = None,
-        queue: str | None = None,
-        routine: str | None = None,
-        limit: int = 50,
-    ) -> list[Job]: ...
-
-    def job_attempts(self, job_id: int) -> list[Attempt]: ...
-
-    def retry(self, job_id: int, now: float) -> Job: ...
-
-    def cancel(self, job_id: int, now: float) -> Job: ...
-
-    def queue_stats(self) -> list[QueueStats]: ...
-
-    def nodes(self, include_stopped: bool = False) -> list[NodeInfo]: ...
-
-    # -- schedules (jobd/store/schedules.py)
-    def sync_schedules(
-        self,
-        definitions: dict[str, dict[str, Any]],
-        next_fires: dict[str, float | None],
-        now: float,
-    ) -> None:
-        """Make the stored schedules the configured ones, in one transaction.
-
-        A new schedule, or one whose definition changed, gets `defined_at`
-        and `fired_until` = `now` (so it never catches up fires from before
-        it existed) and its next fire from `next_fires`; an unchanged one
-        keeps its cursor and history. Stored schedules not in `definitions`
-        are deleted (their past fires stay until retention prunes them).
-        """
-
-    def schedule_states(self) -> list[ScheduleState]:
-        """Every stored schedule, by name, with the state of its last fire's job."""
-
-    def fire_schedules(
-        self, node_id: int | None, fires: list[Fire], progress: list[ScheduleProgress], now: float
-    ) -> list[FiredJob]:
-        """Insert fires and their jobs, and advance cursors, in one transaction.
-
-        A fire whose (schedule, fire_at) is already stored (another master
-        inserted it) is skipped, and its job with it (INSERT ... ON CONFLICT
-        DO NOTHING on both dialects). Cursors and next fires only move
-        forward; `last_fire_at`/`last_job_id` follow the latest fire
-        inserted. Returns the fires this call inserted. Masters are woken
-        for the new jobs after the commit.
-        """
-
-    # -- retention and health (jobd/store/maintenance.py)
-    def delete_finished(self, state: str, before: float, limit: int) -> tuple[int, int]:
-        """Delete up to `limit` jobs in the finished `state` whose `finished_at` is
-        before `before`, oldest first, and their attempts, in one transaction;
-        (jobs, attempts) deleted. Fewer than `limit` jobs means none is left."""
-
-    def delete_fires(self, before: float, limit: int) -> int:
-        """Delete up to `limit` schedule fires older than `before`, in one transaction."""
-
-    def health_facts(self, now: float, stale_before: float, window_start: float) -> HealthFacts:
-        """Live nodes, the oldest ready job per queue, running jobs whose node is
-        stopped, unknown or has no heartbeat since `stale_before`, and attempt
-        counts since `window_start`."""
-
-    def close(self) -> None: ...
