@@ -2,6 +2,12 @@
 
 Exit codes (jobd.exitcodes): 0 ok, 1 runtime failure, 2 usage or config,
 3 worker boot failure (`jobd run`), 4 schema missing or out of date.
+
+Every command and option is declared here, in the order `jobd --help` lists
+them; the commands themselves are in `jobs` (enqueue, jobs ...),
+`inspection` (status, stats, routines, logs, schedules, health),
+`administration` (run, db upgrade, cleanup) and `demo`, which share
+`common` (settings, client, UsageError) and `output` (tables, JSON).
 """
 
 from __future__ import annotations
@@ -9,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jobd import exitcodes
-from jobd.cli import commands, scheduling
-from jobd.cli.commands import UsageError
+from jobd.cli import administration, demo, inspection, jobs
+from jobd.cli.common import UsageError
 from jobd.client import UnknownRoutine
 from jobd.settings import ConfigError
 from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError
@@ -58,9 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    add("run", commands.run, "run the daemon in the foreground (what systemd runs)")
+    add("run", administration.run, "run the daemon in the foreground (what systemd runs)")
+    _add_jobs(add, sub, [common, as_json])
+    _add_inspection(add)
+    _add_administration(add, sub, [common])
+    return parser
 
-    enqueue = add("enqueue", commands.enqueue, "add a job; prints its id", json=True)
+
+def _add_jobs(
+    add: Callable[..., argparse.ArgumentParser],
+    sub: Any,
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """enqueue, and jobs list/show/retry/cancel: adding jobs and acting on them."""
+    enqueue = add("enqueue", jobs.enqueue, "add a job; prints its id", json=True)
     enqueue.add_argument("routine", help="module:function")
     enqueue.add_argument("--args", default="[]", help="positional arguments, a JSON array")
     enqueue.add_argument("--kwargs", default="{}", help="keyword arguments, a JSON object")
@@ -71,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--unique-key", help="deduplicate on this key while a job with it is live")
     enqueue.add_argument("--max-attempts", type=int, help="override the routine's max_attempts")
 
-    jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    listing = jobs_sub.add_parser("list", parents=[common, as_json], help="list jobs, newest first")
-    listing.set_defaults(handler=commands.jobs_list)
+    group = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
+    jobs_sub = group.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    listing = jobs_sub.add_parser("list", parents=parents, help="list jobs, newest first")
+    listing.set_defaults(handler=jobs.jobs_list)
     listing.add_argument(
         "--state", choices=["queued", "running", "succeeded", "failed", "cancelled"]
     )
@@ -82,42 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--routine")
     listing.add_argument("--limit", type=int, default=50)
     for action, handler, help in (
-        ("show", commands.jobs_show, "a job and its attempts"),
-        ("retry", commands.jobs_retry, "put a failed or cancelled job back in its queue"),
-        ("cancel", commands.jobs_cancel, "cancel a queued job, or stop a running one"),
+        ("show", jobs.jobs_show, "a job and its attempts"),
+        ("retry", jobs.jobs_retry, "put a failed or cancelled job back in its queue"),
+        ("cancel", jobs.jobs_cancel, "cancel a queued job, or stop a running one"),
     ):
-        command = jobs_sub.add_parser(action, parents=[common, as_json], help=help)
+        command = jobs_sub.add_parser(action, parents=parents, help=help)
         command.set_defaults(handler=handler)
         command.add_argument("id", type=int, help="job id")
 
-    _add_inspection(add)
-    scheduling.add_commands(add)
-
-    db = sub.add_parser("db", help="database schema")
-    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    upgrade = db_sub.add_parser("upgrade", parents=[common], help="create or migrate the schema")
-    upgrade.set_defaults(handler=commands.db_upgrade)
-
-    demo = add("demo", commands.demo, "run jobd on a local SQLite file with example jobs")
-    demo.add_argument(
-        "--dir", default="jobd-demo", help="where the demo's files go (default: ./jobd-demo)"
-    )
-    demo.add_argument("--rate", type=float, default=2.0, help="example jobs enqueued per second")
-    return parser
-
 
 def _add_inspection(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """status, stats, logs, routines: looking at a running jobd."""
-    add("status", commands.status, "queues, nodes and workers", json=True)
+    """status, stats, logs, routines, schedules, health: looking at a running jobd."""
+    add("status", inspection.status, "queues, nodes and workers", json=True)
     stats = add(
         "stats",
-        commands.stats,
+        inspection.stats,
         "per routine: runs, success rate, durations, memory, limits hit",
         json=True,
     )
     stats.add_argument("--since", default="24h", help="the window of attempts (default 24h)")
     stats.add_argument("--routine", help="only this routine")
-    logs = add("logs", commands.logs, "the journal of the jobd unit, by worker or job")
+    logs = add("logs", inspection.logs, "the journal of the jobd unit, by worker or job")
     logs.add_argument("--worker", type=int, help="only this worker (slot number)")
     logs.add_argument("--job", type=int, help="only this job (every attempt)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
@@ -125,10 +127,54 @@ def _add_inspection(add: Callable[..., argparse.ArgumentParser]) -> None:
     logs.add_argument("--unit", default="jobd", help="the systemd unit (default jobd)")
     add(
         "routines",
-        commands.routines,
+        inspection.routines,
         "the routines workers registered, with their policy",
         json=True,
     )
+    add("schedules", inspection.schedules, "schedules, their next fire and last outcome", json=True)
+    add(
+        "health",
+        inspection.health,
+        "check the master, ready jobs, running jobs and the failure rate; "
+        "exit 0 healthy, 1 unhealthy",
+        json=True,
+    )
+
+
+def _add_administration(
+    add: Callable[..., argparse.ArgumentParser],
+    sub: Any,
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """cleanup, db upgrade, demo (run comes first in the list, as the main command)."""
+    cleanup = add(
+        "cleanup",
+        administration.cleanup,
+        "delete old finished jobs (the retention cleanup)",
+        json=True,
+    )
+    cleanup.add_argument(
+        "--completed-days",
+        type=float,
+        help="delete succeeded and cancelled jobs this many days old "
+        "(default: retention.completed_after, 7 days)",
+    )
+    cleanup.add_argument(
+        "--failed-days",
+        type=float,
+        help="delete failed jobs this many days old (default: retention.failed_after, 30 days)",
+    )
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_sub.add_parser("upgrade", parents=parents, help="create or migrate the schema")
+    upgrade.set_defaults(handler=administration.db_upgrade)
+
+    command = add("demo", demo.demo, "run jobd on a local SQLite file with example jobs")
+    command.add_argument(
+        "--dir", default="jobd-demo", help="where the demo's files go (default: ./jobd-demo)"
+    )
+    command.add_argument("--rate", type=float, default=2.0, help="example jobs enqueued per second")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

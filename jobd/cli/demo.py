@@ -8,6 +8,7 @@ as `jobd run` does. ^C drains and stops both.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobd.cli.administration import run_master
 from jobd.client import Client
 from jobd.settings import Settings, load
 
@@ -33,8 +35,11 @@ graceful_timeout = "10s"
 """
 
 
+def demo(args: argparse.Namespace) -> int:
+    return run_demo(Path(args.dir), args.rate)
+
+
 def run_demo(directory: Path, rate: float) -> int:
-    from jobd.cli.commands import run_master
     from jobd.store import open_store
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,10 @@ import pytest
 
 from jobd import exitcodes
 from jobd.records import JobState, Settle
-from jobd.scheduling import Scheduler
 from jobd.settings import load
 from jobd.store import open_store
 from jobd.store.sql import SQLStore
+from jobd.supervisor.scheduler import Scheduler
 from tests.integration.jobs import attempt_for, new_job
 from tests.integration.test_cli import Jobd, assert_fails, write_config
 

@@ -1,4 +1,4 @@
-"""Settings: declared once, loaded from TOML and the environment (jobd/settings.py)."""
+"""Settings: declared once, loaded from TOML and the environment (jobd/settings/)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`[[schedules]]`, `[retention]` and `[health]` in the config file (jobd/settings.py)."""
+"""`[[schedules]]`, `[retention]` and `[health]` in the config file (jobd/settings/)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobd.schedule import Schedule
-from jobd.scheduling import CLEANUP_ROUTINE, CLEANUP_SCHEDULE, configured_schedules
 from jobd.settings import ConfigError, Settings, from_json, load, render_markdown, to_json
+from jobd.supervisor.scheduler import CLEANUP_ROUTINE, CLEANUP_SCHEDULE, configured_schedules
 
 
 def load_text(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Settings:
