@@ -24,6 +24,7 @@ from jobd.records import (
     NewJob,
     NodeInfo,
     Pulse,
+    QueueLoad,
     QueueStats,
     ScheduleProgress,
     ScheduleState,
@@ -130,6 +131,11 @@ class Store(Protocol):
         transaction, once however many nodes try. With `timeout`, only if the
         node's heartbeat is still older than that (re-checked under its row
         lock); without, its death is proven otherwise (its pid is gone)."""
+
+    def queue_load(
+        self, queues: tuple[str, ...], now: float, cap: int = 100_000
+    ) -> dict[str, QueueLoad]:
+        """Per queue: queued and ready jobs and the oldest ready one, each read capped."""
 
     def cancel_requests(self, node_id: int) -> list[int]:
         """Running jobs of this node that someone asked to cancel."""

@@ -1,27 +1,21 @@
-"""The master's autoscaling pass: measure each pool's load, apply the policy.
+"""The autoscaling pass: each pool's load measured, the policy asked, resizes planned.
 
-The decision itself is the pure function of supervisor/scaling.py; this
-gathers its inputs (one capped count of each served queue, the pool's
-workers and their idleness, its recent runtime) and applies its output.
+The decision itself is the pure function of scaling.py; `plan` gathers its
+inputs for each pool (its queues' load from one capped count, its workers'
+occupancy, its size and when that last changed) and returns the resizes,
+which the master applies (sizes.py, then the workforce spawns or retires).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-from jobd.pools import PoolSpec
-from jobd.store.contract import StoreError
-from jobd.supervisor.phase import Phase
-from jobd.supervisor.scaling import Load, Scaling, decide
-
-if TYPE_CHECKING:
-    from jobd.supervisor.master import Master
-
-log = logging.getLogger("jobd.master")
-
+from jobd.records import QueueLoad
+from jobd.settings import PoolSpec
+from jobd.supervisor.scaling import Load, decide
+from jobd.supervisor.sizes import PoolSizes
 
 # The queue counts stop here at the least (enough for the status line) and
 # here at the most. Each counted job is an index entry read: at a 100,000
@@ -38,43 +32,69 @@ def load_cap(pools: Iterable[PoolSpec]) -> int:
     return min(max(need, LOAD_CAP_MIN), LOAD_CAP_MAX)
 
 
-def autoscale(master: Master, now: float) -> None:
-    """Each pool's size from its queues' load (supervisor/scaling.py decides)."""
-    cap = load_cap(master.workforce.pools.values())
-    try:
-        loads = master.store.queue_load(master.settings.served_queues(), now, cap)
-    except StoreError as exc:
-        log.warning("autoscaling: %s", exc)
-        return
-    master.queued_estimate = sum(load.queued for load in loads.values())
-    master.queued_capped = any(load.capped for load in loads.values())
+@dataclass(frozen=True)
+class QueueFigures:
+    """What the status line says about the served queues."""
+
+    queued: int | None = None  # None before the first count
+    capped: bool = False  # the count stopped at its cap: "10000+ queued"
+    oldest_ready_age: float | None = None
+
+
+def figures(loads: Mapping[str, QueueLoad], now: float) -> QueueFigures:
     oldest = min((q.oldest_ready for q in loads.values() if q.oldest_ready), default=None)
-    master.oldest_ready_age = None if oldest is None else max(now - oldest, 0.0)
-    if master.phase is not Phase.RUNNING:
-        return
-    mono = master.clock.monotonic()
-    for name, pool in master.workforce.pools.items():
+    return QueueFigures(
+        queued=sum(load.queued for load in loads.values()),
+        capped=any(load.capped for load in loads.values()),
+        oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
+    )
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """What the workforce says about one pool's workers."""
+
+    busy: int
+    idle: int
+    idle_expired: int  # idle for longer than the pool's idle_timeout
+    mean_runtime: float | None  # recent seconds per job, None before any ran
+
+
+@dataclass(frozen=True)
+class Resize:
+    pool: str
+    target: int
+    grow: bool
+    reason: str
+
+
+def plan(
+    pools: Iterable[PoolSpec],
+    loads: Mapping[str, QueueLoad],
+    sizes: PoolSizes,
+    occupancy: Callable[[str], Occupancy],
+    now: float,
+    mono: float,
+) -> list[Resize]:
+    """The pools whose size should change, with their new target and why."""
+    resizes = []
+    for pool in pools:
         mine = [loads[queue] for queue in pool.queues if queue in loads]
         oldest = min((q.oldest_ready for q in mine if q.oldest_ready), default=None)
-        workers = master.workforce.live(name)
-        busy = sum(1 for w in workers if w.inflight)
+        workers = occupancy(pool.name)
         load = Load(
             ready=sum(q.ready for q in mine),
             oldest_ready_age=None if oldest is None else max(now - oldest, 0.0),
-            mean_runtime=master.workforce.pool_runtime.get(name),
-            busy=busy,
-            idle=len(workers) - busy,
-            idle_expired=master.workforce.idle_longer_than(name, pool.idle_timeout),
-            since_change=mono - master.last_change.get(name, mono),
+            mean_runtime=workers.mean_runtime,
+            busy=workers.busy,
+            idle=workers.idle,
+            idle_expired=workers.idle_expired,
+            since_change=sizes.since_change(pool.name, mono),
         )
-        current = master.workforce.targets[name]
-        decision = decide(current, load, Scaling.of(pool, master.bounds.get(name)))
-        if decision.target == current:
-            continue
-        log.info("pool %s: %s", name, decision.reason)
-        master.workforce.targets[name] = decision.target
-        master.last_change[name] = mono
-        if decision.target > current:
-            master.workforce.spawn_workers()
-        else:
-            master.workforce.shrink(name, idle_only=True)
+        current = sizes.target(pool.name)
+        decision = decide(current, load, sizes.scaling(pool))
+        if decision.target != current:
+            resizes.append(
+                Resize(pool.name, decision.target, decision.target > current, decision.reason)
+            )
+    return resizes

@@ -1,4 +1,4 @@
-"""The master's children: the worker template and the workers' channels.
+"""Processes and their channels: the launcher, the worker template process, a worker's socket.
 
 `Launcher` is everything the master does to processes: start a template,
 send signals, reap. The real one is here; the unit tests pass a fake one

@@ -76,6 +76,19 @@ def failed_hook_job(claim: Claim, attempt: Attempt, now: float) -> NewJob:
     )
 
 
+def attempt_from_done(claim: Claim, done: dict[str, Any], node_id: int, pid: int | None) -> Attempt:
+    """The record of an attempt its worker reported on."""
+    error = done.get("error") or {}
+    return Attempt(
+        job_id=claim.id, attempt=claim.attempt, routine=claim.routine, queue=claim.queue,
+        node_id=node_id, worker_pid=pid, started_at=float(done["started"]),
+        finished_at=float(done["finished"]),
+        outcome="succeeded" if done.get("ok") else str(done.get("outcome", "error")),
+        error_type=error.get("type"), error_message=error.get("message"),
+        traceback=error.get("traceback"), cpu_seconds=done.get("cpu"), peak_rss=done.get("rss"),
+    )  # fmt: skip
+
+
 def death_attempt(
     claim: Claim,
     node_id: int,

@@ -1,4 +1,4 @@
-"""The autoscaler: a pure function from queue load to a pool's target size.
+"""The scaling policy: a pure function from queue load to a pool's target size.
 
 Inputs are what the master measures (ready jobs in the pool's queues, the
 age of the oldest, the recent mean runtime, busy and idle workers, how long
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jobd.pools import PoolSpec
+from jobd.settings import PoolSpec
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """The master's children, from the template's fork request to the reaping.
 
-The workforce owns the worker template, the workers and everything done to
-them: spawning (with backoff after crashes), their messages, reaping and
-classifying their deaths, the hard limits watched while a job runs, and
-recycling. What it learns about jobs (a result, a death mid-job) it hands
-to the master (`Supervisor`), which owns the store transaction.
+The workforce owns the generations' templates (generations.py), the workers
+and everything done to them: spawning to each pool's target (sizes.py) with
+a backoff after crashes (respawn.py), their messages, handing them jobs
+(pipelining.py), the hard limits watched while a job runs (hard_limits.py),
+recycling, reaping and classifying their deaths. What it learns that
+concerns jobs, the store or the master's phase (an attempt ended, a job
+never started, the pool booted or cannot, a reload took over or failed) it
+reports as events (events.py), which the master applies.
 """
 
 from __future__ import annotations
@@ -14,24 +17,38 @@ import logging
 import random
 import selectors
 import signal
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from jobd.policy import Policy, policy_from_json
 from jobd.processes import Exit, classify
-from jobd.records import Attempt, Claim
+from jobd.records import Claim
 from jobd.settings import Settings
-from jobd.supervisor.children import Launcher, Template
-from jobd.supervisor.limits import Verdict, memory_verdict, time_verdict
-from jobd.supervisor.outcomes import death_attempt
-from jobd.supervisor.pool import InFlight, Runtimes, Worker, capacity, choose_worker
+from jobd.supervisor.autoscaler import Occupancy
+from jobd.supervisor.catalog import Catalog
+from jobd.supervisor.children import Launcher
+from jobd.supervisor.events import (
+    AttemptEnded,
+    Booted,
+    BootFailed,
+    CatalogReady,
+    Event,
+    NeverStarted,
+    ReloadCommitted,
+    ReloadFailed,
+)
+from jobd.supervisor.generations import Generation, Generations
+from jobd.supervisor.hard_limits import HardLimits
+from jobd.supervisor.outcomes import attempt_from_done, death_attempt
+from jobd.supervisor.pipelining import Runtimes, capacity, choose_worker
+from jobd.supervisor.respawn import CrashBackoff
+from jobd.supervisor.sizes import PoolSizes
+from jobd.supervisor.workers import InFlight, Worker
 from jobd.units import format_size
-from jobd.wire import STOP
+from jobd.wire import STOP, run_message
 
 log = logging.getLogger("jobd.master")
 
 KILL_GRACE = 1.0  # stop-now and drain timeouts: SIGTERM, then SIGKILL this much later
-CRASH_WINDOW = 60.0
 QUOTA_JITTER = 0.1
 
 
@@ -41,98 +58,56 @@ class Clock(Protocol):
     def time(self) -> float: ...
 
 
-class Supervisor(Protocol):
-    """What the workforce needs of the master."""
-
-    node_id: int
-
-    def settle(self, claim: Claim, attempt: Attempt, result_json: str | None = None) -> None: ...
-
-    def requeue(self, claim: Claim) -> None: ...
-
-    def worker_booted(self, booted: int) -> None: ...
-
-    def fail_boot(self, reason: str) -> None: ...
-
-    def catalog_ready(self, catalog: dict[str, dict[str, Any]]) -> None: ...
-
-    def reload_committed(self, settings: Settings) -> None: ...
-
-    def reload_failed(self, reason: str) -> None: ...
-
-
-@dataclass(eq=False)
-class Generation:
-    """One version of the config and the code: a template and the workers it forks."""
-
-    number: int
-    settings: Settings
-    template: Template | None = None
-    ready: bool = False
-    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
-    restart_due: float | None = None  # monotonic: restart its template, which died
-
-
 class Workforce:
     def __init__(
         self,
-        supervisor: Supervisor,
         settings: Settings,
+        sizes: PoolSizes,
+        catalog: Catalog,
         launcher: Launcher,
         clock: Clock,
         selector: selectors.BaseSelector,
+        node_id: int = 0,
     ) -> None:
-        self.supervisor = supervisor
         self.settings = settings
+        self.sizes = sizes  # read here; the master changes them
+        self.catalog = catalog  # set here from each generation's template
         self.launcher = launcher
         self.clock = clock
         self.selector = selector
-        self.generations = 0
-        self.current = Generation(0, settings)
-        self.pending: Generation | None = None  # a reload being booted
+        self.node_id = node_id  # recorded on attempts; set once the node is registered
+        self.generations = Generations(launcher, selector)
         self.workers: dict[int, Worker] = {}  # by slot
         self.by_pid: dict[int, Worker] = {}
         self.unmatched_exits: dict[int, Exit] = {}
-        self.policies: dict[str, Policy] = {}
-        self.failed_hooks: set[str] = set()
         self.runtimes = Runtimes()
         self.pools = {pool.name: pool for pool in settings.pool_specs()}
-        self.targets = {name: pool.min_workers for name, pool in self.pools.items()}
-        self.pool_runtime: dict[str, float] = {}  # recent mean runtime per pool
         self.spawning = True  # false once draining or stopping
-        self.crashes: list[float] = []
-        self.spawn_not_before = 0.0
-        self.next_memory_check = 0.0
+        self.respawn = CrashBackoff()
+        self.limits = HardLimits(launcher, catalog.policy)
         self.outgoing: dict[Worker, list[bytes]] = {}
         self.rand = random.Random()
+        self.events: list[Event] = []
 
-    # -- generations and their templates ---------------------------------------
+    def take_events(self) -> list[Event]:
+        """What happened since the last call, for the master to apply, in order."""
+        events, self.events = self.events, []
+        return events
 
     @property
     def generation(self) -> int:
-        return self.current.number
+        return self.generations.current.number
+
+    # -- generations and their templates ---------------------------------------
 
     def start(self) -> None:
-        """The first generation, from the settings the master started with."""
-        self.current = self._new_generation(self.settings)
+        self.generations.start(self.settings)
 
     def begin_reload(self, settings: Settings) -> None:
-        """Boot a new generation beside the current one (see `_commit`)."""
-        if self.pending is not None:
+        """Boot a new generation beside the current one (see `_maybe_commit`)."""
+        if self.generations.pending is not None:
             self._abort("superseded by a newer reload", quiet=True)
-        self.pending = self._new_generation(settings)
-
-    def _new_generation(self, settings: Settings) -> Generation:
-        self.generations += 1
-        generation = Generation(self.generations, settings)
-        self._start_template(generation)
-        return generation
-
-    def _start_template(self, generation: Generation) -> None:
-        generation.restart_due, generation.ready = None, False
-        template = self.launcher.start_template(generation.settings, generation.number)
-        generation.template = template
-        self.selector.register(template, selectors.EVENT_READ, generation)
+        self.generations.begin(settings)
 
     def on_template_readable(self, generation: Generation) -> None:
         assert generation.template is not None
@@ -149,23 +124,16 @@ class Workforce:
             elif op == "forked":
                 self._on_forked(int(message["slot"]), int(message["pid"]))
 
-    def _stop_template(self, generation: Generation) -> None:
-        if generation.template is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(generation.template)
-            generation.template.stop()
-            generation.template = None
-
     def _template_gone(self, generation: Generation) -> None:
         was_ready = generation.ready
-        self._stop_template(generation)
+        self.generations.stop_template(generation)
         generation.ready = False
         if not was_ready:
             self._boot_failed(generation.number, "the worker template exited while importing")
-        elif generation is self.current and self.spawning:
+        elif generation is self.generations.current and self.spawning:
             log.warning("the worker template died; starting a new one")
-            self._note_crash()
-            generation.restart_due = self.spawn_not_before
+            self.respawn.crashed(self.clock.monotonic())
+            generation.restart_due = self.respawn.not_before
 
     def _template_ready(self, generation: Generation, catalog: dict[str, dict[str, Any]]) -> None:
         generation.ready = True
@@ -173,69 +141,61 @@ class Workforce:
         log.info(
             "worker template ready: generation %d, %d routines", generation.number, len(catalog)
         )
-        if generation is self.current:
+        if generation is self.generations.current:
             self._use_catalog(catalog)
         self.spawn_workers()
 
     def _use_catalog(self, catalog: dict[str, dict[str, Any]]) -> None:
-        self.policies = {name: policy_from_json(p) for name, p in catalog.items()}
-        self.failed_hooks = {name for name, p in catalog.items() if p.get("failed_hook")}
-        self.supervisor.catalog_ready(catalog)
+        self.catalog.use(catalog)
+        self.events.append(CatalogReady(catalog))
 
     def _boot_failed(self, generation: int, reason: str) -> None:
-        if self.pending is not None and generation == self.pending.number:
+        pending = self.generations.pending
+        if pending is not None and generation == pending.number:
             self._abort(reason)
         else:
-            self.supervisor.fail_boot(reason)
+            self.events.append(BootFailed(reason))
 
     def _maybe_commit(self) -> None:
         """The new generation has booted enough workers: it takes over."""
-        pending = self.pending
+        pending = self.generations.pending
         if pending is None:
             return
         booted = [w for w in self.workers.values() if w.generation == pending.number and w.booted]
-        if len(booted) < sum(pool.min_workers for pool in pending.settings.pool_specs()):
+        if len(booted) < pending.min_workers():
             return
-        old = self.current
-        self.current, self.pending = pending, None
+        old = self.generations.promote()
         self.settings = pending.settings
         self.pools = {pool.name: pool for pool in self.settings.pool_specs()}
-        self.targets = {name: pool.min_workers for name, pool in self.pools.items()}
         for worker in list(self.workers.values()):
             if worker.generation == pending.number:
                 worker.standby = False
             else:
                 self.retire(worker)
-        self._stop_template(old)
         self._use_catalog(pending.catalog)
         log.info("reloaded: generation %d took over from %d", pending.number, old.number)
-        self.supervisor.reload_committed(pending.settings)
+        self.events.append(ReloadCommitted(pending.settings))
 
     def _abort(self, reason: str, quiet: bool = False) -> None:
         """A reload that cannot boot: its workers go, the running generation stays."""
-        pending = self.pending
-        assert pending is not None
-        self.pending = None
-        self._stop_template(pending)
+        pending = self.generations.drop_pending()
         for worker in list(self.workers.values()):
             if worker.generation == pending.number:
                 self.terminate(worker, "interrupted", "reload aborted", grace=0.0)
         if not quiet:
-            self.supervisor.reload_failed(reason)
-
-    def policy(self, routine: str) -> Policy:
-        return self.policies.get(routine) or Policy()
+            self.events.append(ReloadFailed(reason))
 
     # -- spawning --------------------------------------------------------------
 
     def spawn_workers(self) -> None:
         if not self.spawning:
             return
-        if self.clock.monotonic() >= self.spawn_not_before:
-            self._spawn(self.current, self.targets)
-        if self.pending is not None:
-            wanted = {p.name: p.min_workers for p in self.pending.settings.pool_specs()}
-            self._spawn(self.pending, wanted, standby=True)
+        current, pending = self.generations.current, self.generations.pending
+        if self.respawn.allows(self.clock.monotonic()):
+            self._spawn(current, {name: self.sizes.target(name) for name in self.pools})
+        if pending is not None:
+            wanted = {p.name: p.min_workers for p in pending.settings.pool_specs()}
+            self._spawn(pending, wanted, standby=True)
 
     def _spawn(self, generation: Generation, wanted: dict[str, int], standby: bool = False) -> None:
         if not generation.ready or generation.template is None:
@@ -252,7 +212,7 @@ class Workforce:
 
     def live(self, pool: str, generation: int | None = None) -> list[Worker]:
         """A pool's workers that count towards its size (not leaving, not killed)."""
-        number = self.current.number if generation is None else generation
+        number = self.generation if generation is None else generation
         return [
             w for w in self.workers.values()
             if w.pool == pool and w.generation == number and not w.retiring
@@ -266,7 +226,7 @@ class Workforce:
         order = sorted(live, key=lambda w: (w.booted, not w.idle, -w.slot))
         if idle_only:
             order = [w for w in order if w.idle or not w.booted]
-        retired = order[: max(len(live) - self.targets.get(pool, 0), 0)]
+        retired = order[: max(len(live) - self.sizes.target(pool), 0)]
         for worker in retired:
             log.info("retiring worker %s (pid %s): pool %s shrinks", worker.slot, worker.pid, pool)
             self.retire(worker)
@@ -289,12 +249,6 @@ class Workforce:
             self._on_exit(worker, exited)
         elif worker.kill_reason is not None:
             self.terminate(worker, *worker.kill_reason, grace=0.0)
-
-    def _note_crash(self) -> None:
-        now = self.clock.monotonic()
-        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
-        backoff = min(0.1 * 2 ** (len(self.crashes) - 1), 10.0) if len(self.crashes) > 1 else 0.0
-        self.spawn_not_before = now + backoff
 
     # -- messages --------------------------------------------------------------
 
@@ -331,12 +285,13 @@ class Workforce:
             worker.pid = pid
             self.by_pid[pid] = worker
         log.debug("worker %s (pid %s) booted", worker.slot, pid)
-        if self.pending is not None and worker.generation == self.pending.number:
+        pending = self.generations.pending
+        if pending is not None and worker.generation == pending.number:
             self._maybe_commit()
             return
-        current = self.current.number
+        current = self.generation
         booted = sum(1 for w in self.workers.values() if w.booted and w.generation == current)
-        self.supervisor.worker_booted(booted)
+        self.events.append(Booted(booted))
         self.shrink(worker.pool, idle_only=True)  # a target lowered while it booted
 
     def _on_done(self, worker: Worker, message: dict[str, Any]) -> None:
@@ -346,28 +301,16 @@ class Workforce:
             )
             return
         flight = worker.inflight.popleft()
-        claim = flight.claim
-        started, finished = float(message["started"]), float(message["finished"])
-        self.runtimes.observe(claim.routine, finished - started)
-        error = message.get("error") or {}
-        outcome = "succeeded" if message.get("ok") else str(message.get("outcome", "error"))
-        attempt = Attempt(
-            job_id=claim.id, attempt=claim.attempt, routine=claim.routine, queue=claim.queue,
-            node_id=self.supervisor.node_id, worker_pid=worker.pid, started_at=started,
-            finished_at=finished, outcome=outcome, error_type=error.get("type"),
-            error_message=error.get("message"), traceback=error.get("traceback"),
-            cpu_seconds=message.get("cpu"), peak_rss=message.get("rss"),
-        )  # fmt: skip
+        attempt = attempt_from_done(flight.claim, message, self.node_id, worker.pid)
         if flight.verdict is not None:  # the master killed its horse: say why
-            _apply_verdict(attempt, flight.verdict)
-        self.supervisor.settle(claim, attempt, message.get("result"))
+            flight.verdict.apply(attempt)
+        self.events.append(AttemptEnded(flight.claim, attempt, message.get("result")))
         worker.jobs_done += 1
-        mean = self.pool_runtime.get(worker.pool)
-        elapsed = max(finished - started, 0.0)
-        self.pool_runtime[worker.pool] = elapsed if mean is None else mean + 0.2 * (elapsed - mean)
+        elapsed = attempt.finished_at - (attempt.started_at or attempt.finished_at)
+        self.runtimes.observe(flight.claim.routine, worker.pool, elapsed)
         if worker.inflight:
             head = worker.inflight[0]
-            head.started, head.started_mono = finished, self.clock.monotonic()
+            head.started, head.started_mono = attempt.finished_at, self.clock.monotonic()
         else:
             worker.idle_since = self.clock.monotonic()
         self._maybe_recycle(worker, message.get("rss_now"))
@@ -387,7 +330,7 @@ class Workforce:
             self.retire(worker)
             self.spawn_workers()
 
-    # -- control ---------------------------------------------------------------
+    # -- orders ----------------------------------------------------------------
 
     def send(self, worker: Worker, data: bytes) -> None:
         worker.channel.send(data)
@@ -438,7 +381,18 @@ class Workforce:
         for worker in list(self.workers.values()):
             self.terminate(worker, outcome, message, grace)
 
-    # -- dispatch --------------------------------------------------------------
+    def cancel(self, job_ids: Iterable[int]) -> None:
+        """Stop the workers running these jobs (cancelled while they ran)."""
+        wanted = set(job_ids)
+        for worker in list(self.workers.values()):
+            current = worker.current
+            if current is not None and current.id in wanted and worker.kill_reason is None:
+                log.info(
+                    "job %s cancelled while running: stopping worker %s", current.id, worker.slot
+                )
+                self.terminate(worker, "cancelled", "cancelled while running")
+
+    # -- handing out jobs ------------------------------------------------------
 
     def pool_workers(self, pool: str) -> list[Worker]:
         return [w for w in self.workers.values() if w.pool == pool]
@@ -458,26 +412,28 @@ class Workforce:
             flight.started, flight.started_mono = self.clock.time(), self.clock.monotonic()
         worker.inflight.append(flight)
         worker.idle_since = None
-        from jobd.wire import run_message
-
         # Sent once per worker per exchange (send_assigned): one syscall, one wake-up.
         self.outgoing.setdefault(worker, []).append(run_message(claim))
         return True
-
-    def any_idle(self, pool: str) -> bool:
-        return any(worker.idle for worker in self.pool_workers(pool))
-
-    def idle_longer_than(self, pool: str, seconds: float) -> int:
-        now = self.clock.monotonic()
-        return sum(
-            1 for w in self.live(pool)
-            if w.idle and w.idle_since is not None and now - w.idle_since >= seconds
-        )  # fmt: skip
 
     def send_assigned(self) -> None:
         for worker, messages in self.outgoing.items():
             self.send(worker, b"".join(messages))
         self.outgoing.clear()
+
+    def any_idle(self, pool: str) -> bool:
+        return any(worker.idle for worker in self.pool_workers(pool))
+
+    def occupancy(self, pool: str) -> Occupancy:
+        """What the autoscaler needs to know of a pool's workers."""
+        workers = self.live(pool)
+        busy = sum(1 for w in workers if w.inflight)
+        now, timeout = self.clock.monotonic(), self.pools[pool].idle_timeout
+        expired = sum(
+            1 for w in workers
+            if w.idle and w.idle_since is not None and now - w.idle_since >= timeout
+        )  # fmt: skip
+        return Occupancy(busy, len(workers) - busy, expired, self.runtimes.pool_mean(pool))
 
     # -- reaping ---------------------------------------------------------------
 
@@ -487,17 +443,12 @@ class Workforce:
             worker = self.by_pid.get(pid)
             if worker is not None:
                 self._on_exit(worker, exited)
-            elif pid in self._template_pids():
+            elif pid in self.generations.template_pids():
                 log.debug("worker template (pid %s) exited: %s", pid, exited.describe())
             else:
                 self.unmatched_exits[pid] = exited
                 while len(self.unmatched_exits) > 1000:  # orphans adopted from jobs
                     self.unmatched_exits.pop(next(iter(self.unmatched_exits)))
-
-    def _template_pids(self) -> set[int]:
-        return {
-            g.template.pid for g in (self.current, self.pending) if g is not None and g.template
-        }
 
     def _on_exit(self, worker: Worker, exited: Exit) -> None:
         while True:  # what it wrote before it died counts
@@ -511,7 +462,7 @@ class Workforce:
         worker.exited = True
         self.workers.pop(worker.slot, None)
         self.by_pid.pop(exited.pid, None)
-        self._settle_lost_jobs(worker, exited)
+        self._lost_jobs(worker, exited)
         if not worker.booted and worker.kill_reason is None and not worker.retiring:
             self._boot_failed(
                 worker.generation,
@@ -520,10 +471,11 @@ class Workforce:
             )
         elif worker.kill_reason is None and not worker.retiring:
             log.warning("worker %s (pid %s) died: %s", worker.slot, exited.pid, exited.describe())
-            self._note_crash()
+            self.respawn.crashed(self.clock.monotonic())
         self.spawn_workers()
 
-    def _settle_lost_jobs(self, worker: Worker, exited: Exit) -> None:
+    def _lost_jobs(self, worker: Worker, exited: Exit) -> None:
+        """The attempt a dead worker was running, and the jobs that waited behind it."""
         if not worker.inflight:
             return
         head = worker.inflight.popleft()
@@ -538,12 +490,12 @@ class Workforce:
         else:
             error_type = "WorkerExit"
         attempt = death_attempt(
-            head.claim, self.supervisor.node_id, exited.pid, head.started, self.clock.time(),
+            head.claim, self.node_id, exited.pid, head.started, self.clock.time(),
             outcome, message, error_type, worker.kill_rss,
         )  # fmt: skip
-        self.supervisor.settle(head.claim, attempt)
+        self.events.append(AttemptEnded(head.claim, attempt))
         while worker.inflight:
-            self.supervisor.requeue(worker.inflight.popleft().claim)
+            self.events.append(NeverStarted(worker.inflight.popleft().claim))
 
     def _unregister(self, worker: Worker) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -553,37 +505,23 @@ class Workforce:
 
     def deadlines(self) -> list[float]:
         """When something here is next due (monotonic)."""
-        due = []
+        due = self.limits.deadlines(self.workers.values())
         boot_timeout = self.settings.pool.boot_timeout
-        watching_memory = False
         for worker in self.workers.values():
             if worker.kill_at is not None:
                 due.append(worker.kill_at)
             elif not worker.booted:
                 due.append(worker.spawned_mono + boot_timeout)
-            head = worker.inflight[0] if worker.inflight else None
-            if head is None or head.started_mono is None:
-                continue
-            if head.kill_at is not None:
-                due.append(head.kill_at)
-            policy = self.policy(head.claim.routine)
-            if policy.time_limit is not None and head.verdict is None:
-                due.append(head.started_mono + policy.time_limit)
-            watching_memory = watching_memory or policy.memory_limit is not None
-        if watching_memory:
-            due.append(self.next_memory_check)
-        if self.spawning and self.spawn_not_before > self.clock.monotonic():
-            due.append(self.spawn_not_before)
-        if self.current.restart_due is not None:
-            due.append(self.current.restart_due)
+        if self.spawning and not self.respawn.allows(self.clock.monotonic()):
+            due.append(self.respawn.not_before)
+        restart_due = self.generations.current.restart_due
+        if restart_due is not None:
+            due.append(restart_due)
         return due
 
     def tick(self, mono: float) -> None:
         """Kill deadlines, boot timeouts, hard limits, respawns."""
         boot_timeout = self.settings.pool.boot_timeout
-        sample_memory = mono >= self.next_memory_check
-        if sample_memory:
-            self.next_memory_check = mono + self.settings.limits.memory_check_interval
         for worker in list(self.workers.values()):
             if worker.kill_at is not None and mono >= worker.kill_at and worker.pid is not None:
                 self._signal(worker, signal.SIGKILL)
@@ -596,53 +534,15 @@ class Workforce:
                 worker.boot_error = f"worker {worker.slot} did not boot within {boot_timeout:g}s"
                 if worker.pid is not None:
                     self.launcher.kill(worker.pid, signal.SIGKILL)
-            self._watch_limits(worker, mono, sample_memory)
+        for worker, verdict, grace in self.limits.check(
+            list(self.workers.values()), mono, self.settings.limits
+        ):
+            self.terminate(worker, verdict.outcome, verdict.message, grace)
         if self.spawning:
-            due = self.current.restart_due
-            if due is not None and mono >= due:
-                self._start_template(self.current)
+            current = self.generations.current
+            if current.restart_due is not None and mono >= current.restart_due:
+                self.generations.start_template(current)
             self.spawn_workers()
 
-    def _watch_limits(self, worker: Worker, mono: float, sample_memory: bool) -> None:
-        head = worker.inflight[0] if worker.inflight else None
-        if head is None or head.started_mono is None or worker.kill_reason is not None:
-            return
-        if head.kill_at is not None and mono >= head.kill_at and head.horse is not None:
-            self.launcher.kill_group(head.horse, signal.SIGKILL)
-            head.kill_at = None
-        if head.verdict is not None:
-            return
-        policy = self.policy(head.claim.routine)
-        verdict = time_verdict(mono - head.started_mono, policy)
-        if verdict is None and sample_memory and policy.memory_limit is not None:
-            watched = head.horse or worker.pid
-            if watched is not None:
-                rss = self.launcher.rss(watched, with_children=head.horse is not None)
-                verdict = memory_verdict(rss, policy)
-        if verdict is not None:
-            self._enforce(worker, head, verdict, mono)
-
-    def _enforce(self, worker: Worker, head: InFlight, verdict: Verdict, mono: float) -> None:
-        claim = head.claim
-        log.warning("job %s (%s): %s; killing it", claim.id, claim.routine, verdict.message)
-        grace = self.settings.limits.kill_grace if verdict.signal == signal.SIGTERM else 0.0
-        if head.horse is not None:  # isolated: the job's process group, not the worker
-            head.verdict = verdict
-            self.launcher.kill_group(head.horse, verdict.signal)
-            if grace > 0:
-                head.kill_at = mono + grace
-            return
-        worker.kill_rss = verdict.rss
-        self.terminate(worker, verdict.outcome, verdict.message, grace)
-
     def close(self) -> None:
-        for generation in (self.current, self.pending):
-            if generation is not None:
-                self._stop_template(generation)
-
-
-def _apply_verdict(attempt: Attempt, verdict: Verdict) -> None:
-    attempt.outcome = verdict.outcome  # error_type keeps how the horse ended (its signal)
-    attempt.error_message = verdict.message
-    if verdict.rss is not None:
-        attempt.peak_rss = max(attempt.peak_rss or 0, verdict.rss)
+        self.generations.close()

@@ -155,5 +155,12 @@ def _intermediate(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
         os._exit(0)
 
 
+def run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except ConnectionError:
+        return 0  # the master closed our socket (it stopped or died): nobody to tell
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run(sys.argv))

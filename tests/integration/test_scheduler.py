@@ -1,4 +1,4 @@
-"""The scheduler service (jobd/scheduling.py) on real stores, SQLite and PostgreSQL.
+"""The scheduler service (jobd/supervisor/scheduler.py) on real stores, SQLite and PostgreSQL.
 
 Time is passed in: each "master" is a Scheduler with its own store
 connection, ticking at instants the test chooses, so hours of schedule run
@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from jobd.schedule import Schedule, fires_after
-from jobd.scheduling import RETRY_FIRST, Scheduler
 from jobd.settings import RetentionSection, Settings
 from jobd.store import open_store
 from jobd.store.engine import normalize_url
 from jobd.store.sql import SQLStore
+from jobd.supervisor.scheduler import RETRY_FIRST, Scheduler
 
 T0 = 1_800_000_000.0  # a multiple of 60
 NO_CLEANUP = RetentionSection(schedule="off")

@@ -122,6 +122,9 @@ class Recorder(jobd.Hooks):
 
     def worker_boot(self, worker: jobd.WorkerInfo) -> None:
         self._note(event="worker_boot", slot=worker.slot)
+        gate = os.environ.get("JOBD_TEST_BOOT_GATE")
+        if gate:  # a slow boot, until the test opens the gate
+            wait_gate(gate)
 
     def job_processing(self, job: jobd.JobContext) -> None:
         self._note(event="job_processing", job=job.id)

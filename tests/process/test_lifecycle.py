@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process.daemon import Daemon
+from tests.process.daemon import Daemon, open_gate
 from tests.waiting import wait_until
 
 R = "jobd_test_routines"
@@ -70,6 +70,21 @@ def test_sighup_loads_new_code_and_config_in_a_new_generation(tmp_path: Path) ->
         )
     finally:
         daemon.kill_all()
+
+
+def test_a_sighup_while_starting_is_applied_once_the_pool_is_up(daemon: Daemon) -> None:
+    gate = daemon.gate("boot")
+    daemon.start(wait_ready=False, env={"JOBD_TEST_BOOT_GATE": gate})
+    daemon.wait_event("worker_boot", count=2)  # both workers are in their (slow) boot
+    reconfigure(daemon, "min_workers = 2", "min_workers = 3")
+    reconfigure(daemon, "max_workers = 2", "max_workers = 3")
+    daemon.signal(signal.SIGHUP)
+    open_gate(gate)
+    daemon.wait_notice("READY=1")
+    # The new config takes over in a second generation of three workers.
+    daemon.wait_notice("RELOADING=1")
+    wait_until(lambda: len(daemon.workers()) == 3, 20, what="three workers after the reload")
+    assert "reloading once the pool is up" in daemon.stderr()
 
 
 def test_no_job_is_lost_or_run_twice_across_reloads(daemon: Daemon) -> None:

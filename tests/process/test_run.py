@@ -152,6 +152,23 @@ def test_a_worker_that_cannot_boot_stops_the_master_with_code_3(
     assert "no_such_module_here" in stderr and "Traceback" not in stderr.split("boot failed")[-1]
 
 
+def test_a_second_master_of_the_same_node_refuses_to_start(
+    tmp_path: Path, daemon: Daemon, daemons: list[Daemon]
+) -> None:
+    daemon.start()
+    (tmp_path / "second").mkdir()
+    second = Daemon(tmp_path / "second", database=daemon.database)
+    daemons.append(second)
+    second.config = daemon.config  # the same config: the same node name, on this host
+    second.start(wait_ready=False)
+    assert second.wait_exit(15) == exitcodes.USAGE
+    (line,) = second.stderr().strip().splitlines()[-1:]
+    assert "is already running on" in line and f"master pid {daemon.pid}" in line
+    assert "Traceback" not in second.stderr()
+    job = daemon.client().enqueue("jobd_test_routines:noop")
+    assert daemon.wait_state(job.id, "succeeded").state == "succeeded"  # the first goes on
+
+
 def test_an_idle_worker_that_dies_is_replaced(daemon: Daemon) -> None:
     daemon.start()
     victim = daemon.workers()[0]

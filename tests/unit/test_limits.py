@@ -6,7 +6,7 @@ import os
 import signal
 
 from jobd.policy import Policy
-from jobd.supervisor.limits import memory_verdict, time_verdict
+from jobd.supervisor.limit_verdicts import memory_verdict, time_verdict
 
 
 def test_time_verdict() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobd import logs
-from jobd.cli.commands import journal_command
+from jobd.cli.inspection import journal_command
 from jobd.hooks import JobContext, WorkerInfo, set_current_job
 
 

@@ -357,7 +357,9 @@ def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness
 def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: SQLStore) -> None:
     harness = Harness(store, min_workers=1, max_workers=1)
     (worker,) = harness.boot()
-    harness.master.workforce.runtimes.observe(ROUTINE, 0.0001)  # short jobs may queue in a pipe
+    harness.master.workforce.runtimes.observe(
+        ROUTINE, "default", 0.0001
+    )  # short jobs may queue in a pipe
     ids = [harness.enqueue() for _ in range(3)]
     harness.master.mark_ready()
     orders = [order for _, order in harness.orders([worker])]
@@ -425,10 +427,10 @@ def test_repeated_crashes_back_off_before_respawning(harness: Harness) -> None:
         harness.launcher.exits.append((1000 + n, exited_with(1)))
     harness.step()
     forked = len(harness.template.forks)
-    assert harness.master.workforce.spawn_not_before > harness.clock.mono
+    assert harness.master.workforce.respawn.not_before > harness.clock.mono
     harness.step()
     assert len(harness.template.forks) == forked  # still backing off
-    harness.clock.advance(harness.master.workforce.spawn_not_before - harness.clock.mono + 0.01)
+    harness.clock.advance(harness.master.workforce.respawn.not_before - harness.clock.mono + 0.01)
     harness.step()
     assert len(harness.template.forks) > forked
     assert workers  # the first generation was booted
@@ -441,7 +443,7 @@ def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harnes
     harness.master.store = BrokenStore()  # type: ignore[assignment]
     harness.master.mark_ready()
     harness.step()
-    assert harness.master.store_failures == 1
+    assert harness.master.dispatch.failures == 1
     harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
     harness.step()
     assert 1000 not in harness.master.workforce.by_pid  # the death was still handled
@@ -668,11 +670,11 @@ def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: SQLStor
 def test_sigttin_and_sigttou_move_the_pool_bounds(harness: Harness) -> None:
     workers = harness.boot()
     harness.master.handle_signal(signal.SIGTTIN)
-    assert harness.master.bounds == {"default": (3, 3)}
+    assert harness.master.sizes.bounds("default") == (3, 3)
     assert len(harness.template.forks) == 3
     harness.master.handle_signal(signal.SIGTTOU)
     harness.master.handle_signal(signal.SIGTTOU)
-    assert harness.master.bounds == {"default": (1, 1)}
+    assert harness.master.sizes.bounds("default") == (1, 1)
     stopped = [w.slot for w in workers if {"op": "stop"} in w.orders()]
     assert stopped == [2]  # the unbooted third went first, then the highest idle one
 
@@ -681,7 +683,7 @@ def test_sigttin_and_sigttou_move_the_pool_bounds(harness: Harness) -> None:
 
 
 def scaled_harness(store: SQLStore, pools: dict[str, dict[str, Any]] | None = None) -> Harness:
-    from jobd.pools import PoolSpec
+    from jobd.settings import PoolSpec
 
     harness = Harness(
         store, min_workers=1, max_workers=4, scale_interval=1.0, scale_cooldown=5.0,
@@ -752,20 +754,20 @@ def test_a_backlog_grows_the_pool_fast_and_idleness_shrinks_it_slowly(store: SQL
         harness.enqueue()
     harness.clock.advance(1.0)
     harness.step()  # 20 ready, threshold 2/worker: grow by max_step
-    assert harness.master.workforce.targets["default"] == 3
+    assert harness.master.sizes.target("default") == 3
     hello_all(harness, 1100)
     harness.clock.advance(1.0)
     harness.step()
-    assert harness.master.workforce.targets["default"] == 4  # the bound
+    assert harness.master.sizes.target("default") == 4  # the bound
     hello_all(harness, 1200)
     work_until_empty(harness)
     # all done, the workers idle: they may go only after idle_timeout and the cooldown
     harness.clock.advance(1.0)
     harness.step()
-    assert harness.master.workforce.targets["default"] == 4  # idle, but not for long enough
+    assert harness.master.sizes.target("default") == 4  # idle, but not for long enough
     harness.clock.advance(5.0)
     harness.step()
-    assert harness.master.workforce.targets["default"] < 4
+    assert harness.master.sizes.target("default") < 4
     stopped = [w for w in harness.template.workers.values() if {"op": "stop"} in w.orders()]
     assert stopped, "idle workers retire"
     harness.master.close()
@@ -812,7 +814,7 @@ def test_queue_counts_stop_at_the_cap_and_the_status_says_so(
         harness.enqueue()
     harness.clock.advance(1.0)
     harness.step()
-    assert (harness.master.queued_estimate, harness.master.queued_capped) == (8, True)
+    assert (harness.master.queues.queued, harness.master.queues.capped) == (8, True)
     assert "8+ queued" in harness.master.status_line()
-    assert harness.master.workforce.targets["default"] == 3  # the decision is the uncapped one
+    assert harness.master.sizes.target("default") == 3  # the decision is the uncapped one
     harness.master.close()

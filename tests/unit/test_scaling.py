@@ -87,7 +87,7 @@ def test_a_burst_reaches_the_bound_within_two_decisions_and_returns() -> None:
 
 
 def test_the_load_cap_is_what_a_full_pool_needs_within_bounds() -> None:
-    from jobd.pools import PoolSpec
+    from jobd.settings import PoolSpec
     from jobd.supervisor.autoscaler import LOAD_CAP_MAX, LOAD_CAP_MIN, load_cap
 
     def pool(max_workers: int, threshold: float) -> PoolSpec:

@@ -1,4 +1,4 @@
-"""The master's view of its workers, and which worker gets which job.
+"""Which worker gets which job: idle first, then pipelines bounded by expected work.
 
 A worker may hold more than the job it runs: further jobs wait in its pipe
 ("pipelining"), so a worker that finishes one no-op job finds the next
@@ -24,12 +24,8 @@ the next worker that becomes idle.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-
 from jobd.records import Claim
-from jobd.supervisor.children import Channel
-from jobd.supervisor.limits import Verdict
+from jobd.supervisor.workers import Worker
 
 PIPELINE_MAX_DEPTH = 16
 # What a job costs beyond its own runtime (two pipe messages, a row): a
@@ -38,74 +34,23 @@ PER_JOB_OVERHEAD = 0.00005
 RUNTIME_SMOOTHING = 0.2
 
 
-@dataclass(slots=True)
-class InFlight:
-    claim: Claim
-    started: float | None = None  # wall clock, once it is at the head of the pipe
-    started_mono: float | None = None
-    horse: int | None = None  # pid (and process group) of its isolated process
-    verdict: Verdict | None = None  # the limit the master killed it for
-    kill_at: float | None = None  # monotonic: SIGKILL the horse's group after SIGTERM
-
-
-@dataclass(eq=False)
-class Worker:
-    slot: int
-    generation: int
-    channel: Channel
-    spawned_mono: float
-    pid: int | None = None
-    booted: bool = False
-    retiring: bool = False  # told to stop after what it has; not replaced one-for-one
-    standby: bool = False  # of a reload still booting: no jobs until it takes over
-    inflight: deque[InFlight] = field(default_factory=deque)
-    jobs_done: int = 0
-    kill_reason: tuple[str, str] | None = None  # (outcome, message) if the master killed it
-    kill_at: float | None = None  # monotonic deadline for SIGKILL after SIGTERM
-    kill_rss: int | None = None  # the RSS that got it killed
-    signalled: int | None = None  # the last signal the master sent it
-    boot_error: str | None = None
-    job_quota: int | None = None  # retire after this many jobs (max_jobs_per_worker)
-    pool: str = "default"
-    idle_since: float | None = None  # monotonic: when it last had nothing to do
-    exited: bool = False
-
-    @property
-    def accepting(self) -> bool:
-        return (
-            self.booted
-            and not self.retiring
-            and not self.standby
-            and self.kill_reason is None
-            and not self.exited
-        )
-
-    @property
-    def idle(self) -> bool:
-        return self.accepting and not self.inflight
-
-    @property
-    def current(self) -> Claim | None:
-        return self.inflight[0].claim if self.inflight else None
-
-
 class Runtimes:
-    """Recent mean runtime per routine (exponentially smoothed), in seconds."""
+    """Recent mean runtime per routine, of all jobs, and per pool (exponentially
+    smoothed), in seconds: the pipelining budget's and the autoscaler's input."""
 
     def __init__(self) -> None:
         self._mean: dict[str, float] = {}
+        self._pools: dict[str, float] = {}
         self._typical: float | None = None
 
-    def observe(self, routine: str, seconds: float) -> None:
+    def observe(self, routine: str, pool: str, seconds: float) -> None:
         seconds = max(seconds, 0.0)
-        mean = self._mean.get(routine)
-        self._mean[routine] = (
-            seconds if mean is None else mean + RUNTIME_SMOOTHING * (seconds - mean)
-        )
-        typical = self._typical
-        self._typical = (
-            seconds if typical is None else typical + RUNTIME_SMOOTHING * (seconds - typical)
-        )
+        self._mean[routine] = _smoothed(self._mean.get(routine), seconds)
+        self._pools[pool] = _smoothed(self._pools.get(pool), seconds)
+        self._typical = _smoothed(self._typical, seconds)
+
+    def pool_mean(self, pool: str) -> float | None:
+        return self._pools.get(pool)
 
     def expected(self, routine: str) -> float | None:
         mean = self._mean.get(routine)
@@ -124,6 +69,10 @@ class Runtimes:
                 return None
             total += expected
         return total
+
+
+def _smoothed(mean: float | None, seconds: float) -> float:
+    return seconds if mean is None else mean + RUNTIME_SMOOTHING * (seconds - mean)
 
 
 def room(worker: Worker, runtimes: Runtimes, budget: float) -> int:

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 
 from jobd.policy import Policy
+from jobd.records import Attempt
 from jobd.units import format_duration, format_size
 
 
@@ -23,6 +24,14 @@ class Verdict:
     message: str
     signal: int
     rss: int | None = None
+
+    def apply(self, attempt: Attempt) -> None:
+        """An attempt the master killed for this verdict says so (its error type keeps
+        how the process ended: the signal)."""
+        attempt.outcome = self.outcome
+        attempt.error_message = self.message
+        if self.rss is not None:
+            attempt.peak_rss = max(attempt.peak_rss or 0, self.rss)
 
 
 def time_verdict(elapsed: float, policy: Policy) -> Verdict | None:

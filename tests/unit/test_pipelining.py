@@ -9,16 +9,15 @@ import pytest
 
 from jobd.records import Claim
 from jobd.supervisor.children import Channel
-from jobd.supervisor.pool import (
+from jobd.supervisor.pipelining import (
     PER_JOB_OVERHEAD,
     PIPELINE_MAX_DEPTH,
-    InFlight,
     Runtimes,
-    Worker,
     capacity,
     choose_worker,
     room,
 )
+from jobd.supervisor.workers import InFlight, Worker
 
 BUDGET = 0.002
 
@@ -56,7 +55,7 @@ def test_idle_workers_take_one_job_each_before_anything_is_measured(workers: lis
 
 def test_short_jobs_fill_pipes_up_to_the_budget(workers: list[Worker]) -> None:
     runtimes = Runtimes()
-    runtimes.observe("app:fast", 0.0)  # expected cost: the per-job overhead alone
+    runtimes.observe("app:fast", "default", 0.0)  # expected cost: the per-job overhead alone
     fits = int(BUDGET // PER_JOB_OVERHEAD)
     assert room(workers[0], runtimes, BUDGET) == min(fits, PIPELINE_MAX_DEPTH)
     busy(workers[0], *["app:fast"] * PIPELINE_MAX_DEPTH)
@@ -65,8 +64,8 @@ def test_short_jobs_fill_pipes_up_to_the_budget(workers: list[Worker]) -> None:
 
 def test_long_jobs_are_never_queued_behind(workers: list[Worker]) -> None:
     runtimes = Runtimes()
-    runtimes.observe("app:slow", 1.0)
-    runtimes.observe("app:fast", 0.0)
+    runtimes.observe("app:slow", "default", 1.0)
+    runtimes.observe("app:fast", "default", 0.0)
     busy(workers[0], "app:slow")
     busy(workers[1], "app:slow")
     assert room(workers[0], runtimes, BUDGET) == 0
@@ -75,7 +74,7 @@ def test_long_jobs_are_never_queued_behind(workers: list[Worker]) -> None:
 
 def test_new_jobs_go_to_the_pipe_with_the_least_work(workers: list[Worker]) -> None:
     runtimes = Runtimes()
-    runtimes.observe("app:fast", 0.0001)
+    runtimes.observe("app:fast", "default", 0.0001)
     busy(workers[0], "app:fast", "app:fast", "app:fast")
     busy(workers[1], "app:fast")
     assert choose_worker(workers, claim(1), runtimes, BUDGET) is workers[1]
@@ -83,7 +82,7 @@ def test_new_jobs_go_to_the_pipe_with_the_least_work(workers: list[Worker]) -> N
 
 def test_zero_budget_turns_pipelining_off(workers: list[Worker]) -> None:
     runtimes = Runtimes()
-    runtimes.observe("app:fast", 0.0)
+    runtimes.observe("app:fast", "default", 0.0)
     busy(workers[0], "app:fast")
     assert room(workers[0], runtimes, 0.0) == 0
     assert room(workers[1], runtimes, 0.0) == 1
@@ -99,7 +98,7 @@ def test_retiring_and_unbooted_workers_take_nothing(workers: list[Worker]) -> No
 
 def test_runtime_smoothing() -> None:
     runtimes = Runtimes()
-    runtimes.observe("r", 1.0)
-    runtimes.observe("r", 0.0)
+    runtimes.observe("r", "default", 1.0)
+    runtimes.observe("r", "default", 0.0)
     expected = runtimes.expected("r")
     assert expected is not None and 0.5 < expected < 1.0

@@ -1,0 +1,159 @@
+"""The master's duties as a node: the rescue of dead nodes' jobs, and heartbeat gaps.
+
+A rerun happens only when the run that held a job is provably dead, and
+there are two proofs:
+
+- on its own host, a node is dead when its master's pid no longer exists
+  (or now belongs to a younger process), so a restarted master puts the
+  running jobs of its earlier incarnations (same host name, same node name)
+  back at once instead of waiting for a timeout;
+- anywhere, a node is dead when its heartbeat is older than
+  `store.node_timeout`: every heartbeat, each master rescues such nodes, on
+  any host (the store makes sure that happens once).
+
+Nodes with other names on the same host are treated as other hosts (the
+heartbeat rule): several masters may share a host name but not a pid
+namespace (containers), and a pid is only proof inside its own namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from jobd.records import Pulse
+from jobd.settings import ConfigError
+from jobd.store.contract import Store
+from jobd.supervisor.catalog import Decider
+from jobd.units import format_duration
+
+log = logging.getLogger("jobd.master")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This node: its id in the store, its name and its host."""
+
+    id: int
+    name: str
+    hostname: str
+
+
+def process_alive(pid: int, since: float) -> bool:
+    """Is `pid` still the process that was running at `since` (epoch seconds)?"""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.create_time() <= since + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: assume alive, never rescue on a guess
+
+
+class NodeConflict(ConfigError):
+    """Another live master already is this node (same name, same host)."""
+
+
+def refuse_namesake(store: Store, name: str, hostname: str, window: float, now: float) -> None:
+    """Raise NodeConflict if a live master on this host already runs as node `name`:
+    two masters of one node would each take the other's running jobs for lost.
+
+    Live means: not stopped, a heartbeat within `window`, and its master's pid
+    alive since it started (a pid is proof on its own host only, hence the host
+    name must match too).
+    """
+    for other in store.nodes():
+        if (other.hostname, other.name) != (hostname, name) or other.heartbeat_at < now - window:
+            continue
+        if process_alive(other.pid, other.started_at):
+            raise NodeConflict(
+                f"node {name!r} is already running on {hostname} (master pid {other.pid}, "
+                f"node {other.id}): stop it, or give this master its own jobd.node_name"
+            )
+
+
+def rescue_dead_local_nodes(store: Store, me: Identity, now: float, decider: Decider) -> int:
+    """Earlier incarnations of this node whose master pid is gone: rescued at once.
+    How many nodes were rescued."""
+    rescued = 0
+    for other in store.nodes():
+        if other.id == me.id or (other.hostname, other.name) != (me.hostname, me.name):
+            continue
+        if process_alive(other.pid, other.started_at):
+            continue
+        why = f"node {other.id} (master pid {other.pid}) died while the job ran"
+        settles = store.rescue_node(other.id, now, decider(other.id, why))
+        log.warning(
+            "node %s (pid %s) is dead: %d of its running jobs put back or failed",
+            other.id, other.pid, len(settles),
+        )  # fmt: skip
+        rescued += 1
+    return rescued
+
+
+def rescue_stale_nodes(
+    store: Store, me: Identity, window: float, now: float, decider: Decider
+) -> int:
+    """Nodes, on any host, whose heartbeat is older than `window` (store.node_timeout).
+    How many of them had running jobs that were put back."""
+    rescued = 0
+    for other in store.dead_nodes(now, window, exclude=me.id):
+        why = (
+            f"node {other.id} ({other.name} on {other.hostname}, master pid {other.pid}) "
+            f"stopped heartbeating for over {format_duration(window)} while the job ran"
+        )
+        settles = store.rescue_node(other.id, now, decider(other.id, why), timeout=window)
+        if not settles:  # it held nothing, or another node got to it first
+            log.info(
+                "node %s (%s on %s) has not heartbeated for over %s: dead",
+                other.id, other.name, other.hostname, format_duration(window),
+            )  # fmt: skip
+            continue
+        log.warning(
+            "node %s (%s on %s) has not heartbeated for over %s: %d of its running jobs "
+            "put back or failed",
+            other.id, other.name, other.hostname, format_duration(window), len(settles),
+        )  # fmt: skip
+        rescued += 1
+    return rescued
+
+
+def notice_gap(node_id: int, pulse: Pulse | None, window: float) -> None:
+    """A heartbeat after a long silence: other nodes may have taken this node's jobs.
+
+    Nothing to undo: this node's settles apply only to jobs still running on it
+    in the attempt they report, so a job rescued and run elsewhere keeps that
+    run's outcome; this node's late results are recorded as attempts only.
+    """
+    if pulse is None:
+        return
+    if pulse.was_stopped_at is not None:
+        log.warning(
+            "node %s was declared dead by another node (no heartbeat for over %s) and is "
+            "live again: the jobs it was running were put back and may run twice",
+            node_id, format_duration(window),
+        )  # fmt: skip
+    elif pulse.at - pulse.previous > window:
+        log.warning(
+            "node %s could not record a heartbeat for %s (over store.node_timeout, %s): "
+            "other nodes may have put its running jobs back",
+            node_id, format_duration(pulse.at - pulse.previous), format_duration(window),
+        )  # fmt: skip
+
+
+def heartbeat(
+    store: Store, me: Identity, window: float, now: float, info: dict[str, Any], decider: Decider
+) -> tuple[list[int], int]:
+    """A heartbeat's store work: record that this node lives (and what it runs), read
+    the cancel requests for its running jobs, rescue dead nodes. The jobs to stop and
+    how many nodes were rescued (their jobs may be ready again)."""
+    notice_gap(me.id, store.heartbeat(me.id, now, info), window)
+    cancels = store.cancel_requests(me.id)
+    rescued = rescue_dead_local_nodes(store, me, now, decider)
+    rescued += rescue_stale_nodes(store, me, window, now, decider)
+    return cancels, rescued
