@@ -3,11 +3,14 @@
 Five checks, each with a threshold in `[health]`:
 
 - **master**: some node (a `jobd run`) has a heartbeat newer than
-  `node_stale_after`;
+  `node_stale_after` and, if it runs on this host, its master process is
+  still there;
 - **nodes**: every node heartbeats: none has a heartbeat older than
   `node_stale_after` (a master cut off from the database, or dead and not
-  yet rescued), and none was declared dead by another node within
-  `failure_window` without coming back or being restarted since;
+  yet rescued), none of this host's nodes has lost its master process (seen
+  at once, not a heartbeat window later), and none was declared dead by
+  another node within `failure_window` without coming back or being
+  restarted since;
 - **ready_jobs**: no job has been ready (queued, `run_at` passed) for
   longer than `ready_max_age`: workers down, or saturated;
 - **running_jobs**: no job is `running` on a node that is dead (stopped,
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobd.processes import process_alive
 from jobd.records import HealthFacts, iso
 from jobd.settings import HealthSection
 from jobd.units import format_duration
@@ -41,11 +45,15 @@ class Check:
         return {"name": self.name, "ok": self.ok, "summary": self.summary, **self.details}
 
 
-def evaluate(facts: HealthFacts, limits: HealthSection, now: float) -> list[Check]:
-    """The five checks, in a fixed order."""
+def evaluate(
+    facts: HealthFacts, limits: HealthSection, now: float, gone: frozenset[int] = frozenset()
+) -> list[Check]:
+    """The five checks, in a fixed order. `gone`: the ids of nodes whose master
+    process is known to have ended (checked on their own host) though their
+    heartbeat may still look fresh."""
     return [
-        _master(facts, limits, now),
-        _nodes(facts, limits, now),
+        _master(facts, limits, now, gone),
+        _nodes(facts, limits, now, gone),
         _ready_jobs(facts, limits, now),
         _running_jobs(facts),
         _failure_rate(facts, limits),
@@ -60,9 +68,18 @@ def _ago(seconds: float) -> str:
     return f"{format_duration(max(seconds, 0.0))} ago"
 
 
-def _master(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
+def gone_here(facts: HealthFacts, hostname: str) -> frozenset[int]:
+    """The nodes of `hostname` whose recorded master pid no longer runs."""
+    return frozenset(
+        node.id
+        for node in facts.nodes
+        if node.hostname == hostname and not process_alive(node.pid, node.started_at)
+    )
+
+
+def _master(facts: HealthFacts, limits: HealthSection, now: float, gone: frozenset[int]) -> Check:
     stale_before = now - limits.node_stale_after
-    live = [node for node in facts.nodes if node.heartbeat_at >= stale_before]
+    live = [n for n in facts.nodes if n.heartbeat_at >= stale_before and n.id not in gone]
     details: dict[str, Any] = {
         "live_nodes": [node.id for node in live],
         "threshold_seconds": limits.node_stale_after,
@@ -74,6 +91,10 @@ def _master(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
         return Check("master", True, f"{len(live)} live: {names}", details)
     if not facts.nodes:
         return Check("master", False, "no master is running (no live node)", details)
+    ended = [node for node in facts.nodes if node.id in gone]
+    if ended:
+        names = ", ".join(f"{n.name} (node {n.id}, pid {n.pid})" for n in ended)
+        return Check("master", False, f"no master is running: {names} ended", details)
     newest = max(facts.nodes, key=lambda node: node.heartbeat_at)
     details["last_heartbeat"] = iso(newest.heartbeat_at)
     return Check(
@@ -85,12 +106,16 @@ def _master(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
     )
 
 
-def _nodes(facts: HealthFacts, limits: HealthSection, now: float) -> Check:
+def _nodes(facts: HealthFacts, limits: HealthSection, now: float, gone: frozenset[int]) -> Check:
     stale_before = now - limits.node_stale_after
-    stale = [node for node in facts.nodes if node.heartbeat_at < stale_before]
+    stale = [n for n in facts.nodes if n.heartbeat_at < stale_before or n.id in gone]
     problems = [
-        f"{node.name} (node {node.id} on {node.hostname}): no heartbeat for "
-        f"{format_duration(max(now - node.heartbeat_at, 0.0))}"
+        f"{node.name} (node {node.id} on {node.hostname}): "
+        + (
+            f"its master (pid {node.pid}) has ended"
+            if node.id in gone
+            else f"no heartbeat for {format_duration(max(now - node.heartbeat_at, 0.0))}"
+        )
         for node in stale
     ]
     for node in facts.lost:

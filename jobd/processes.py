@@ -1,4 +1,5 @@
-"""Process helpers the master and the workers share: how a child ended, and prctl.
+"""Process helpers the master, the workers and the CLI share: how a child ended,
+whether a recorded process still runs, and prctl.
 
 `classify` turns a wait status into an `Exit` (a pure function: the master
 classifies its workers' deaths, a worker its isolated job's). The two
@@ -59,3 +60,22 @@ def classify(pid: int, status: int) -> Exit:
     if os.WIFSIGNALED(status):
         return Exit(pid, None, os.WTERMSIG(status))
     return Exit(pid, os.waitstatus_to_exitcode(status), None)
+
+
+def process_alive(pid: int, since: float) -> bool:
+    """Is `pid` still the process that was running at `since` (epoch seconds)?
+
+    A pid reused by a process started later is not it. When the kernel will not
+    say (no permission), the answer is yes: nothing is judged dead on a guess.
+    """
+    import psutil  # not at import time: the workers import this module
+
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.create_time() <= since + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True

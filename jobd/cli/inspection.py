@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 from jobd import exitcodes
 from jobd.cli.common import UsageError, open_client
 from jobd.cli.output import age, print_json, print_table, seconds, size
-from jobd.health import evaluate, healthy
+from jobd.health import evaluate, gone_here, healthy
 from jobd.records import ScheduleState, iso
 from jobd.schedule import Schedule
 from jobd.units import parse_duration
@@ -271,7 +272,7 @@ def health(args: argparse.Namespace) -> int:
         facts = client.store.health_facts(
             now, now - limits.node_stale_after, now - limits.failure_window
         )
-    checks = evaluate(facts, limits, now)
+    checks = evaluate(facts, limits, now, gone_here(facts, socket.gethostname()))
     ok = healthy(checks)
     if args.json:
         print_json({"healthy": ok, "checked_at": iso(now), "checks": [c.to_json() for c in checks]})

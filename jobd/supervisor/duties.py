@@ -22,8 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
+from jobd.processes import process_alive
 from jobd.records import Pulse
 from jobd.settings import ConfigError
 from jobd.store.contract import Store
@@ -40,19 +39,6 @@ class Identity:
     id: int
     name: str
     hostname: str
-
-
-def process_alive(pid: int, since: float) -> bool:
-    """Is `pid` still the process that was running at `since` (epoch seconds)?"""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return process.create_time() <= since + 1.0
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # cannot tell: assume alive, never rescue on a guess
 
 
 class NodeConflict(ConfigError):

@@ -146,6 +146,17 @@ class Daemon:
         self._clients.append(client)
         return client
 
+    def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """`jobd -c <this daemon's config> ARGV...`, run to its end."""
+        return subprocess.run(
+            [*JOBD, "-c", str(self.config), *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={k: v for k, v in os.environ.items() if k != "JOBD_CONFIG"},
+        )
+
     def workers(self) -> list[psutil.Process]:
         """The master's live worker processes (its children titled as workers)."""
         found = []

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 import jobd
 from jobd.store.engine import normalize_url
-from tests.process.daemon import JOBD, Daemon, open_gate
+from tests.process.daemon import Daemon, open_gate
 from tests.waiting import wait_until
 
 R = "jobd_test_routines"
@@ -182,14 +182,7 @@ def tick_schedule(runs: str) -> str:
 
 
 def jobd_cli(master: Daemon, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*JOBD, "-c", str(master.config), *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k != "JOBD_CONFIG"},
-    )
+    return master.cli(*argv)
 
 
 def test_kill_9_of_one_master_its_jobs_finish_on_the_others_after_the_window(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,30 @@ def test_sigkill_of_the_master_takes_its_workers_and_a_restart_rescues_at_once(
     assert done.result == "attempt 2"
     outcomes = [a.outcome for a in second.client().attempts(job.id)]
     assert outcomes == ["lost", "succeeded"]
+
+
+def test_health_turns_bad_at_once_when_the_local_master_dies(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # The heartbeat window is long: only the pid check can notice in time.
+    daemon = Daemon(tmp_path, health={"node_stale_after": "120s"})
+    daemons.append(daemon)
+    daemon.start()
+    healthy = daemon.cli("health", "--json")
+    assert healthy.returncode == exitcodes.OK, healthy.stdout + healthy.stderr
+    pid = daemon.pid
+    os.kill(pid, signal.SIGKILL)
+    daemon.wait_exit()
+    killed = time.monotonic()
+    verdict = wait_until(
+        lambda: (done := daemon.cli("health", "--json")).returncode != exitcodes.OK and done,
+        timeout=5.0,
+        what="jobd health to fail after the master's SIGKILL",
+    )
+    assert time.monotonic() - killed < 5.0
+    checks = {c["name"]: c for c in json.loads(verdict.stdout)["checks"]}
+    assert not checks["master"]["ok"] and f"pid {pid}" in checks["master"]["summary"]
+    assert not checks["nodes"]["ok"] and "has ended" in checks["nodes"]["summary"]
 
 
 def test_a_poison_pill_fails_after_max_attempts(daemon: Daemon) -> None:

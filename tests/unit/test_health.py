@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from jobd.health import evaluate, healthy
+import psutil
+
+from jobd.health import evaluate, gone_here, healthy
 from jobd.records import HealthFacts, NodeInfo
 from jobd.settings import HealthSection
 
@@ -50,6 +53,32 @@ def test_no_live_master() -> None:
     assert "31s ago" in master.summary and master.details["live_nodes"] == []
     assert verdicts(dataclasses.replace(GOOD, nodes=[]))["master"] is False
     assert verdicts(dataclasses.replace(GOOD, nodes=[node(1, 31.0), node(2, 3.0)]))["master"]
+
+
+def test_a_node_whose_master_has_ended_fails_before_its_heartbeat_goes_stale() -> None:
+    two = dataclasses.replace(GOOD, nodes=[node(1, 1.0), node(2, 1.0)])
+    checks = {c.name: c for c in evaluate(two, LIMITS, NOW, gone=frozenset({1}))}
+    assert checks["master"].ok  # node 2 still runs
+    assert not checks["nodes"].ok and "n1 (node 1 on host): its master (pid 100) has ended" in (
+        checks["nodes"].summary
+    )
+    alone = {c.name: c for c in evaluate(GOOD, LIMITS, NOW, gone=frozenset({1}))}
+    assert not alone["master"].ok and "n1 (node 1, pid 100) ended" in alone["master"].summary
+
+
+def test_gone_here_checks_only_this_hosts_pids() -> None:
+    me = os.getpid()
+    started = psutil.Process(me).create_time()
+    facts = dataclasses.replace(
+        GOOD,
+        nodes=[
+            NodeInfo(1, "alive", "here", me, started, NOW, None, {}),
+            NodeInfo(2, "reused", "here", me, started - 60, NOW, None, {}),  # pid reused since
+            NodeInfo(3, "elsewhere", "there", 2**22 + 1, NOW, NOW, None, {}),
+            NodeInfo(4, "dead", "here", 2**22 + 1, NOW, NOW, None, {}),
+        ],
+    )
+    assert gone_here(facts, "here") == {2, 4}
 
 
 def test_a_job_ready_for_too_long() -> None:
