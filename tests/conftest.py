@@ -55,3 +55,21 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def own_pg() -> Iterator[object]:
+    """A PostgreSQL cluster of this test's own (tests/pgcluster.py), dropped afterwards."""
+    from tests.pgcluster import OwnCluster
+
+    why = OwnCluster.available()
+    if why is not None:
+        if os.environ.get("JOBD_TEST_POSTGRES") == "required":
+            pytest.fail(f"PostgreSQL required but no cluster of a test's own: {why}")
+        pytest.skip(why)
+    cluster = OwnCluster()
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.drop()

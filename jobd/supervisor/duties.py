@@ -132,14 +132,48 @@ def notice_gap(node_id: int, pulse: Pulse | None, window: float) -> None:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat's store work decided: the jobs to stop, how many nodes were
+    rescued (their jobs may be ready again), and from when (on the store's clock)
+    this node may judge other nodes by their heartbeats."""
+
+    cancels: list[int]
+    rescued: int
+    judge_from: float
+
+
 def heartbeat(
-    store: Store, me: Identity, window: float, now: float, info: dict[str, Any], decider: Decider
-) -> tuple[list[int], int]:
+    store: Store,
+    me: Identity,
+    window: float,
+    now: float,
+    info: dict[str, Any],
+    decider: Decider,
+    judge_from: float = 0.0,
+) -> Beat:
     """A heartbeat's store work: record that this node lives (and what it runs), read
-    the cancel requests for its running jobs, rescue dead nodes. The jobs to stop and
-    how many nodes were rescued (their jobs may be ready again)."""
-    notice_gap(me.id, store.heartbeat(me.id, now, info), window)
+    the cancel requests for its running jobs, rescue dead nodes.
+
+    A node that could not heartbeat for over half the window was cut off, most
+    likely with everyone else (the database restarted or was unreachable): the
+    others' heartbeats are as old as its own, for the same reason, and they may
+    simply not have reconnected yet. So it judges no other node by its heartbeat
+    until one full window after its own reconnection; dead masters on this host
+    are still seen at once by their pid. (Judging at once after a global outage
+    took live nodes for dead and ran their jobs a second time.)
+    """
+    pulse = store.heartbeat(me.id, now, info)
+    notice_gap(me.id, pulse, window)
+    if pulse is not None and pulse.at - pulse.previous > window / 2:
+        judge_from = max(judge_from, pulse.at + window)
+        log.warning(
+            "node %s was cut off from the store for %s: other nodes are judged by their "
+            "heartbeats again after %s, once they too have had time to reconnect",
+            me.id, format_duration(pulse.at - pulse.previous), format_duration(window),
+        )  # fmt: skip
     cancels = store.cancel_requests(me.id)
     rescued = rescue_dead_local_nodes(store, me, now, decider)
-    rescued += rescue_stale_nodes(store, me, window, now, decider)
-    return cancels, rescued
+    if pulse is None or pulse.at >= judge_from:
+        rescued += rescue_stale_nodes(store, me, window, now, decider)
+    return Beat(cancels, rescued, judge_from)

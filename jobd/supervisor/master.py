@@ -106,6 +106,7 @@ class Master:
         self.title = ""
         self.next_heartbeat = self.next_watchdog = self.next_scale = now
         self.next_poll = now + settings.store.poll_interval
+        self.judge_from = 0.0  # store clock: no judging others' heartbeats before (duties.py)
         self.boot_deadline = now + settings.pool.boot_timeout
         self.scheduler: Scheduler | None = None  # created once the node is registered
 
@@ -451,14 +452,16 @@ class Master:
         )
         window = self.settings.store.node_window()
         try:
-            cancels, rescued = duties.heartbeat(
-                self.store, self.node, window, now, info, self.catalog.for_dead_node(now)
-            )
+            beat = duties.heartbeat(
+                self.store, self.node, window, now, info, self.catalog.for_dead_node(now),
+                self.judge_from,
+            )  # fmt: skip
         except StoreError as exc:
             log.warning("heartbeat: %s", exc)
         else:
-            self.workforce.cancel(cancels)
-            if rescued:
+            self.judge_from = beat.judge_from
+            self.workforce.cancel(beat.cancels)
+            if beat.rescued:
                 self.mark_ready()
         if not self.wakeups.check():  # its own connection: checked even when the store is not
             self.mark_ready()  # wake-ups may have been missed

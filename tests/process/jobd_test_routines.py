@@ -40,6 +40,17 @@ def record(events: str, tag: object = None) -> int:
 
 
 @jobd.routine(retry_delay=0)
+def record_slowly(events: str, seconds: float, tag: object = None) -> int:
+    """`record_retry_now` that then takes `seconds`: jobs still running when a test
+    cuts the database off."""
+    job = jobd.current_job()
+    assert job is not None
+    note(events, event="ran", tag=tag, job=job.id, attempt=job.attempt)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@jobd.routine(retry_delay=0)
 def record_retry_now(events: str, tag: object = None) -> int:
     """`record`, retried at once after a lost attempt (multi-node tests)."""
     job = jobd.current_job()
