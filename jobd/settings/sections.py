@@ -119,6 +119,18 @@ class PoolSection:
         duration_range(0.1, 3600),
         "How long importing `modules` and booting a worker may take.",
     )
+    crash_window: float = setting(
+        60.0,
+        duration_range(0, 86400),
+        "Crash loops: workers that die booting or before their first job, more than "
+        "one within this, make forks wait (0.1 s, doubling). Deaths while serving "
+        "jobs never do.",
+    )
+    crash_backoff_max: float = setting(
+        10.0,
+        duration_range(0, 3600),
+        "Crash loops: the longest wait before the next fork.",
+    )
     max_jobs_per_worker: int = setting(
         0,
         int_range(0, 2**31 - 1),

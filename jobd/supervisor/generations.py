@@ -29,6 +29,7 @@ class Generation:
     ready: bool = False
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
     restart_due: float | None = None  # monotonic: restart its template, which died
+    proven: bool = False  # a worker of it has booted: its code and config can
 
     def min_workers(self) -> int:
         """The workers it needs booted to run (or to take over)."""

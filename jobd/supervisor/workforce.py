@@ -132,7 +132,7 @@ class Workforce:
             self._boot_failed(generation.number, "the worker template exited while importing")
         elif generation is self.generations.current and self.spawning:
             log.warning("the worker template died; starting a new one")
-            self.respawn.crashed(self.clock.monotonic())
+            self._crash_loop_death()
             generation.restart_due = self.respawn.not_before
 
     def _template_ready(self, generation: Generation, catalog: dict[str, dict[str, Any]]) -> None:
@@ -280,6 +280,7 @@ class Workforce:
 
     def _on_hello(self, worker: Worker, pid: int) -> None:
         worker.booted = True
+        self._generation(worker.generation).proven = True
         worker.idle_since = self.clock.monotonic()
         if worker.pid is None:
             worker.pid = pid
@@ -462,17 +463,43 @@ class Workforce:
         worker.exited = True
         self.workers.pop(worker.slot, None)
         self.by_pid.pop(exited.pid, None)
+        serving = worker.jobs_done > 0 or bool(worker.inflight)
         self._lost_jobs(worker, exited)
-        if not worker.booted and worker.kill_reason is None and not worker.retiring:
-            self._boot_failed(
-                worker.generation,
-                worker.boot_error
-                or f"worker {worker.slot} exited during boot: {exited.describe()}",
-            )
-        elif worker.kill_reason is None and not worker.retiring:
-            log.warning("worker %s (pid %s) died: %s", worker.slot, exited.pid, exited.describe())
-            self.respawn.crashed(self.clock.monotonic())
+        if worker.kill_reason is None and not worker.retiring:
+            self._unexpected_death(worker, exited, serving)
         self.spawn_workers()
+
+    def _unexpected_death(self, worker: Worker, exited: Exit, serving: bool) -> None:
+        """A worker died without the master asking it to.
+
+        While booting, in a generation none of whose workers has booted yet, its
+        code or config cannot boot: the start-up (exit 3) or the reload fails. In a
+        proven generation the same death is a kill from outside (the OOM killer,
+        an operator) or a flaky boot hook: the worker is replaced, and the crash
+        loop backoff keeps a boot that now always fails from becoming a fork loop.
+        """
+        why = f"worker {worker.slot} (pid {exited.pid})"
+        if not worker.booted:
+            reason = worker.boot_error or f"{why} exited during boot: {exited.describe()}"
+            if not self._generation(worker.generation).proven:
+                self._boot_failed(worker.generation, reason)
+                return
+            log.warning("%s; replacing it", reason)
+            self._crash_loop_death()
+            return
+        log.warning("%s died: %s", why, exited.describe())
+        if not serving:
+            self._crash_loop_death()
+
+    def _crash_loop_death(self) -> None:
+        pool = self.settings.pool
+        self.respawn.crashed(self.clock.monotonic(), pool.crash_window, pool.crash_backoff_max)
+
+    def _generation(self, number: int) -> Generation:
+        pending = self.generations.pending
+        if pending is not None and pending.number == number:
+            return pending
+        return self.generations.current
 
     def _lost_jobs(self, worker: Worker, exited: Exit) -> None:
         """The attempt a dead worker was running, and the jobs that waited behind it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -85,6 +86,24 @@ def test_a_sighup_while_starting_is_applied_once_the_pool_is_up(daemon: Daemon) 
     daemon.wait_notice("RELOADING=1")
     wait_until(lambda: len(daemon.workers()) == 3, 20, what="three workers after the reload")
     assert "reloading once the pool is up" in daemon.stderr()
+
+
+def test_a_worker_killed_in_its_boot_long_after_start_up_is_replaced(daemon: Daemon) -> None:
+    gate = daemon.gate("boot")
+    open_gate(gate)
+    daemon.start(env={"JOBD_TEST_BOOT_GATE": gate})
+    os.unlink(gate)  # boots from now on are slow
+    first = daemon.workers()[0].pid
+    os.kill(first, signal.SIGKILL)
+    booting = daemon.wait_event("worker_boot", count=3)[-1]["pid"]
+    os.kill(booting, signal.SIGKILL)  # the OOM killer, in a slow worker_boot hook
+    daemon.wait_event("worker_boot", count=4)  # replaced again, not stopped (exit 3)
+    assert daemon.process is not None and daemon.process.poll() is None
+    open_gate(gate)
+    job = daemon.client().enqueue(f"{R}:record", daemon.events)
+    daemon.wait_state(job.id, "succeeded")
+    wait_until(lambda: len(daemon.workers()) == 2, 20, what="two workers again")
+    assert f"(pid {booting}) exited during boot: SIGKILL; replacing it" in daemon.stderr()
 
 
 def test_no_job_is_lost_or_run_twice_across_reloads(daemon: Daemon) -> None:

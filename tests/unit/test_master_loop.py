@@ -436,6 +436,42 @@ def test_repeated_crashes_back_off_before_respawning(harness: Harness) -> None:
     assert workers  # the first generation was booted
 
 
+def test_workers_killed_while_serving_jobs_are_replaced_at_once(store: SQLStore) -> None:
+    # An OOM killer or an operator, not a crash loop: no backoff however often.
+    harness, (worker,) = booted_with(store, CATALOG, min_workers=1, max_workers=1)
+    for n in range(6):
+        harness.enqueue(max_attempts=10)
+        harness.master.mark_ready()
+        ((_, order),) = harness.orders([worker])
+        if n % 2:  # after a finished job, idle: it had served
+            worker.done(order)
+            harness.step()
+        forked = len(harness.template.forks)
+        harness.launcher.exits.append((1000 + n, killed_by(signal.SIGKILL)))
+        harness.step()
+        assert harness.master.workforce.respawn.allows(harness.clock.mono), f"death {n + 1}"
+        assert len(harness.template.forks) == forked + 1
+        worker = harness.template.workers[worker.slot]
+        harness.template.tell(op="forked", slot=worker.slot, pid=1001 + n)
+        worker.say(op="hello", pid=1001 + n)
+        harness.step()
+    harness.master.close()
+
+
+def test_a_worker_killed_while_booting_after_start_up_is_replaced(harness: Harness) -> None:
+    slot = harness.boot()[0].slot
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    harness.template.tell(op="forked", slot=slot, pid=1100)
+    harness.step()
+    harness.launcher.exits.append((1100, killed_by(signal.SIGKILL)))  # while it boots
+    harness.step()
+    assert harness.master.phase is Phase.RUNNING and harness.master.exit_code == exitcodes.OK
+    harness.clock.advance(harness.master.workforce.respawn.not_before - harness.clock.mono)
+    harness.step()
+    assert harness.template.forks.count(slot) == 3  # forked again
+
+
 def test_no_claims_while_the_store_fails_but_supervision_goes_on(harness: Harness) -> None:
     workers = harness.boot()
     harness.enqueue()
