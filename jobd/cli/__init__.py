@@ -13,6 +13,7 @@ them; the commands themselves are in `jobs` (enqueue, jobs ...),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         "--config",
         default=argparse.SUPPRESS,
+        type=_config_path,
         help="config file (default: $JOBD_CONFIG or /etc/jobd/jobd.toml)",
     )
     as_json = _Parser(add_help=False)
@@ -97,7 +99,7 @@ def _add_jobs(
     )
     listing.add_argument("--queue")
     listing.add_argument("--routine")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=_count, default=50)
     for action, handler, help in (
         ("show", jobs.jobs_show, "a job and its attempts"),
         ("retry", jobs.jobs_retry, "put a failed or cancelled job back in its queue"),
@@ -105,7 +107,7 @@ def _add_jobs(
     ):
         command = jobs_sub.add_parser(action, parents=parents, help=help)
         command.set_defaults(handler=handler)
-        command.add_argument("id", type=int, help="job id")
+        command.add_argument("id", type=_job_id, help="job id")
 
 
 def _add_inspection(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -120,10 +122,10 @@ def _add_inspection(add: Callable[..., argparse.ArgumentParser]) -> None:
     stats.add_argument("--since", default="24h", help="the window of attempts (default 24h)")
     stats.add_argument("--routine", help="only this routine")
     logs = add("logs", inspection.logs, "the journal of the jobd unit, by worker or job")
-    logs.add_argument("--worker", type=int, help="only this worker (slot number)")
-    logs.add_argument("--job", type=int, help="only this job (every attempt)")
+    logs.add_argument("--worker", type=_count, help="only this worker (slot number)")
+    logs.add_argument("--job", type=_job_id, help="only this job (every attempt)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
-    logs.add_argument("-n", "--lines", type=int, help="the last N entries")
+    logs.add_argument("-n", "--lines", type=_count, help="the last N entries")
     logs.add_argument("--unit", default="jobd", help="the systemd unit (default jobd)")
     add(
         "routines",
@@ -177,12 +179,42 @@ def _add_administration(
     command.add_argument("--rate", type=float, default=2.0, help="example jobs enqueued per second")
 
 
+def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An int argument that fits the database's columns (ids are 64-bit)."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError: argparse says "invalid int value: 'x'"
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range for {what} ({low}..{high})")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+_job_id = _bounded_int(1, 2**63 - 1, "a job id")
+_count = _bounded_int(0, 2**31 - 1, "a count")
+
+
+def _config_path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the config file name is empty")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
+    except BrokenPipeError:
+        # `jobd status | head`: the reader left; stop quietly, as other tools do.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exitcodes.FAILURE
     except (ConfigError, UsageError, UnknownRoutine) as exc:
         return _fail(str(exc), exitcodes.USAGE)
     except SchemaError as exc:

@@ -173,6 +173,8 @@ def _json_arg(text: str, name: str, kind: type) -> Any:
         value = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"--{name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"--{name} is nested too deeply to be read") from None
     if not isinstance(value, kind):
         expected = "array" if kind is list else "object"
         raise UsageError(f"--{name} must be a JSON {expected}, not {type(value).__name__}")

@@ -438,6 +438,13 @@ USAGE, FAILURE, SCHEMA = exitcodes.USAGE, exitcodes.FAILURE, exitcodes.SCHEMA
         (["enqueue", "jobd.examples:nope"], USAGE, "'jobd.examples' does not define it"),
         (["enqueue", "no_such_package.jobs:work"], USAGE, "unknown routine"),
         (["jobs", "list", "--limit", "0"], USAGE, "--limit must be at least 1"),
+        (["jobs", "list", "--limit", "9" * 25], USAGE, "out of range for a count"),
+        (["jobs", "show", "9" * 25], USAGE, "out of range for a job id"),
+        (["jobs", "retry", str(2**64)], USAGE, "out of range for a job id"),
+        (["logs", "--job", str(2**63)], USAGE, "out of range for a job id"),
+        (["enqueue", HELLO, "--args", "[" * 5000 + "]" * 5000], USAGE, "nested too deeply"),
+        (["enqueue", HELLO, "--kwargs", '{"a":' * 3000 + "1" + "}" * 3000], USAGE, "too deeply"),
+        (["-c", "", "status"], USAGE, "the config file name is empty"),
         (["jobs", "show", "999"], FAILURE, "no job with id 999"),
         (["jobs", "cancel", "999"], FAILURE, "no job with id 999"),
         (["jobs", "retry", "999"], FAILURE, "no job with id 999"),
@@ -505,6 +512,22 @@ def test_bad_config_or_database(
     result = cli.raw("-c", str(cli.workdir / name), "enqueue", HELLO, env=environ)
     assert_fails(result, code, *fragments)
     assert cli.count_jobs() == 0
+
+
+def test_a_reader_that_left_the_pipe_gets_no_traceback(cli: Jobd, client: Client) -> None:
+    client.enqueue(HELLO)
+    read, write = os.pipe()
+    os.close(read)  # `jobd jobs list | true`: the reader is gone before the first write
+    try:
+        writer = subprocess.run(
+            [*jobd_command(), "-c", str(cli.config), "jobs", "list"],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+            env=clean_environ(), check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert writer.stderr == "", writer.stderr  # was a BrokenPipeError traceback
+    assert writer.returncode == exitcodes.FAILURE
 
 
 def test_a_missing_config_named_by_the_environment_is_an_error(cli: Jobd) -> None:
