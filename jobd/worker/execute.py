@@ -138,6 +138,14 @@ class Runner:
         ).encode()
 
 
+def error_message(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying it raised: a job's broken `__str__` is its own failure."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<str() of the {error_type(exc)} raised {error_type(inner)}>"
+
+
 def failure_reply(
     job: JobContext,
     exc: BaseException,
@@ -155,7 +163,7 @@ def failure_reply(
         "outcome": "soft_timeout" if isinstance(exc, JobTimeout) else "error",
         "error": {
             "type": error_type(exc),
-            "message": str(exc)[:MAX_MESSAGE],
+            "message": error_message(exc)[:MAX_MESSAGE],
             "traceback": text[-MAX_TRACEBACK:],
         },
         "started": started,
