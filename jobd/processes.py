@@ -1,5 +1,5 @@
 """Process helpers the master, the workers and the CLI share: how a child ended,
-whether a recorded process still runs, and prctl.
+whether a recorded process still runs, prctl, and text safe for titles and logs.
 
 `classify` turns a wait status into an `Exit` (a pure function: the master
 classifies its workers' deaths, a worker its isolated job's). The two
@@ -20,6 +20,17 @@ PR_SET_CHILD_SUBREAPER = 36
 # runs `ldconfig -p` in a subprocess to find the file: 5-10 ms on the master's
 # and the template's start (both import this module).
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+# Control characters (newline, NUL, escape...) shown as \xNN: a routine name
+# or an error message from user code must not forge a log line or make
+# setproctitle raise (it refuses NUL).
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
+def one_line(text: str) -> str:
+    """`text` safe for a process title or one log line: control characters escaped."""
+    return text.translate(_CONTROL)
 
 
 def _prctl(option: int, value: int) -> None:

@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Iterable
 
 from jobd.policy import Policy
+from jobd.processes import one_line
 from jobd.settings import LimitsSection
 from jobd.supervisor.children import Launcher
 from jobd.supervisor.limit_verdicts import Verdict, memory_verdict, time_verdict
@@ -72,7 +73,9 @@ class HardLimits:
             if verdict is None:
                 continue
             claim = head.claim
-            log.warning("job %s (%s): %s; killing it", claim.id, claim.routine, verdict.message)
+            log.warning(
+                "job %s (%s): %s; killing it", claim.id, one_line(claim.routine), verdict.message
+            )
             grace = limits.kill_grace if verdict.signal == signal.SIGTERM else 0.0
             if head.horse is not None:  # isolated: the job's process group, not the worker
                 head.verdict = verdict

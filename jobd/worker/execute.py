@@ -27,6 +27,7 @@ from jobd.payload import dumps
 from jobd.policy import Policy
 from jobd.routines import REGISTRY, Routine
 from jobd.settings import Settings
+from jobd.worker.horse import run_in_horse
 from jobd.worker.limits import METER, applied
 
 log = logging.getLogger("jobd.worker")
@@ -100,9 +101,9 @@ class Runner:
             return failure_reply(job, exc, now, now, 0.0, METER.peak())
         policy = self.policy(routine)
         if policy.isolation == "process":
-            from jobd.worker.horse import run_in_horse
-
-            return run_in_horse(self, job, routine, policy, message)
+            return run_in_horse(
+                job.id, lambda: self.run_inline(job, routine, policy, message), self.send
+            )
         return self.run_inline(job, routine, policy, message)
 
     def run_inline(
@@ -137,6 +138,14 @@ class Runner:
         ).encode()
 
 
+def error_message(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying it raised: a job's broken `__str__` is its own failure."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<str() of the {error_type(exc)} raised {error_type(inner)}>"
+
+
 def failure_reply(
     job: JobContext,
     exc: BaseException,
@@ -154,7 +163,7 @@ def failure_reply(
         "outcome": "soft_timeout" if isinstance(exc, JobTimeout) else "error",
         "error": {
             "type": error_type(exc),
-            "message": str(exc)[:MAX_MESSAGE],
+            "message": error_message(exc)[:MAX_MESSAGE],
             "traceback": text[-MAX_TRACEBACK:],
         },
         "started": started,

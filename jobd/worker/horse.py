@@ -14,25 +14,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from jobd.hooks import JobContext
-from jobd.policy import Policy
 from jobd.processes import classify, set_parent_death_signal
-from jobd.routines import Routine
 from jobd.wire import encode
 
-if TYPE_CHECKING:
-    from jobd.worker.execute import Runner
 
+def run_in_horse(job_id: int, run: Callable[[], bytes], send: Callable[[bytes], None]) -> bytes:
+    """Run `run` (the attempt, returning its `done` line) in a horse; `send` tells the master.
 
-def run_in_horse(
-    runner: Runner,
-    job: JobContext,
-    routine: Routine[Any, Any],
-    policy: Policy,
-    message: dict[str, Any],
-) -> bytes:
+    The worker's runner passes its inline run as a callable, so this module
+    needs nothing from worker/execute.py (no import cycle).
+    """
     import json
     import time
 
@@ -41,11 +35,11 @@ def run_in_horse(
     pid = os.fork()
     if pid == 0:  # the horse
         os.close(read_end)
-        _horse(runner, job, routine, policy, message, write_end)
+        _horse(run, write_end)
     os.close(write_end)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also done in the child: whoever runs first, the group exists
-    runner.send(encode({"op": "horse", "id": job.id, "pid": pid}))
+    send(encode({"op": "horse", "id": job_id, "pid": pid}))
     data = _read_all(read_end)
     _, status, usage = os.wait4(pid, 0)
     cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
@@ -56,7 +50,7 @@ def run_in_horse(
     ended = classify(pid, status)
     reply = {
         "op": "done",
-        "id": job.id,
+        "id": job_id,
         "ok": False,
         "outcome": "killed",
         "error": {
@@ -72,20 +66,13 @@ def run_in_horse(
     return encode(reply)
 
 
-def _horse(
-    runner: Runner,
-    job: JobContext,
-    routine: Routine[Any, Any],
-    policy: Policy,
-    message: dict[str, Any],
-    write_end: int,
-) -> None:
+def _horse(run: Callable[[], bytes], write_end: int) -> None:
     code = 0
     try:
         os.setpgid(0, 0)
         set_parent_death_signal(signal.SIGKILL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a hard limit ends the horse
-        reply = runner.run_inline(job, routine, policy, message)
+        reply = run()
         view = memoryview(reply)
         while view:
             view = view[os.write(write_end, view) :]

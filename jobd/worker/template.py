@@ -36,7 +36,7 @@ from jobd.processes import set_parent_death_signal
 from jobd.routines import REGISTRY
 from jobd.settings import Settings, from_json
 from jobd.wire import encode_datagram
-from jobd.worker.process import EXIT_BOOT_ERROR, FORK_BLOCKED, WorkerSpec, worker_main
+from jobd.worker.main import EXIT_BOOT_ERROR, FORK_BLOCKED, WorkerSpec, worker_main
 
 log = logging.getLogger("jobd.template")
 

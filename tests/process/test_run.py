@@ -364,3 +364,18 @@ def test_a_second_sigterm_stops_at_once(daemon: Daemon) -> None:
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(5) == 0
     assert daemon.client().get(job.id).state == "queued"
+
+
+def test_a_nul_in_a_routine_name_fails_the_job_not_the_worker(daemon: Daemon) -> None:
+    daemon.start()
+    # The Client refuses such a name; a row written another way (the store's
+    # own enqueue here) must still fail as the job's error, not kill workers.
+    from jobd.records import NewJob
+
+    now = time.time()
+    new = NewJob("no_such\x00module:job\nforged", "default", 0, "[]", "{}", now, now, 2)
+    job = daemon.client().store.enqueue([new])[0].job
+    daemon.wait_state(job.id, "failed", timeout=20)
+    attempts = daemon.client().attempts(job.id)
+    assert [a.outcome for a in attempts] == ["error", "error"]  # the job's error, not a dead worker
+    assert "crashed" not in daemon.stderr()

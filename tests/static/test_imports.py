@@ -328,7 +328,7 @@ def describe_cycle(cycle: list[str], graph: Mapping[str, list[Edge]]) -> str:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the store's statement modules <-> store.sql and worker.execute <-> worker.horse"
+    reason="the store's statement modules (doubt, maintenance, nodes, schedules) <-> store.sql"
     " cycles are being removed (issue 15); strict, so this marker goes when they do",
 )
 def test_no_import_cycle(graph: dict[str, list[Edge]]) -> None:

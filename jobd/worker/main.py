@@ -24,7 +24,7 @@ from setproctitle import setproctitle
 from jobd import logs
 from jobd.errors import JobTerminated
 from jobd.hooks import WorkerInfo, registered_hooks
-from jobd.processes import set_parent_death_signal
+from jobd.processes import one_line, set_parent_death_signal
 from jobd.settings import Settings
 from jobd.wire import LineReader, encode
 from jobd.worker.execute import Runner, malformed
@@ -132,7 +132,7 @@ def _job_loop(sock: socket.socket, runner: Runner, title: str) -> int:
         for message in reader.feed(data):
             op = message.get("op")
             if op == "run":
-                setproctitle(f"{title} busy {message['routine']} #{message['id']}")
+                setproctitle(f"{title} busy {one_line(str(message['routine']))} #{message['id']}")
                 sock.sendall(runner.run(message))
                 METER.reset_peak()
                 setproctitle(f"{title} idle")
