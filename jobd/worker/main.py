@@ -66,6 +66,11 @@ def worker_main(sock: socket.socket, spec: WorkerSpec) -> NoReturn:
         code = _serve(sock, spec)
     except JobTerminated:
         code = 0
+    except (BrokenPipeError, ConnectionResetError):
+        # The master's end of the socket is gone: it died (its SIGKILL to us,
+        # PR_SET_PDEATHSIG, may land a moment later) or dropped us. Nothing to
+        # report to anyone: the attempt we held is the rescue's, as for a kill.
+        code = EXIT_ORPHANED
     except BaseException:
         log.exception("worker %s crashed", spec.slot)
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import jobd
 from jobd import exitcodes
 from tests.process.daemon import JOBD, Daemon, open_gate
 from tests.waiting import wait_until
@@ -135,6 +136,33 @@ def test_health_turns_bad_at_once_when_the_local_master_dies(
     checks = {c["name"]: c for c in json.loads(verdict.stdout)["checks"]}
     assert not checks["master"]["ok"] and f"pid {pid}" in checks["master"]["summary"]
     assert not checks["nodes"]["ok"] and "has ended" in checks["nodes"]["summary"]
+
+
+def test_busy_workers_whose_master_is_killed_exit_quietly(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # Workers replying when the master dies see its socket break before the
+    # kernel's SIGKILL (PR_SET_PDEATHSIG) lands: it raced in about 1 of 3 kills.
+    four = {"min_workers": 4, "max_workers": 4}
+    for round_ in range(4):
+        home = tmp_path / f"round-{round_}"
+        home.mkdir()
+        daemon = Daemon(home, pool=four)
+        daemons.append(daemon)
+        daemon.start()
+        client = daemon.client()
+        client.enqueue_many([jobd.JobSpec(f"{R}:noop", (n,)) for n in range(20_000)])
+        wait_until(
+            lambda: len(client.list(state="succeeded", limit=200)) >= 200,  # noqa: B023
+            timeout=20,
+            what="jobs flowing",
+        )
+        workers = daemon.workers()
+        os.kill(daemon.pid, signal.SIGKILL)  # mid-flow: workers are sending replies
+        daemon.wait_exit()
+        wait_until(lambda: all(exited(w) for w in workers), 5, what="the workers to exit")  # noqa: B023
+        assert "Traceback" not in daemon.stderr(), daemon.stderr()[-2000:]
+        assert "crashed" not in daemon.stderr()
 
 
 def test_a_poison_pill_fails_after_max_attempts(daemon: Daemon) -> None:
