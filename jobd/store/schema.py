@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 # The head of the migration history (jobd/store/migrations/versions); the
 # master compares it with `alembic_version` without importing Alembic.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -63,6 +63,7 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
     Column("error_type", String(255)),
     Column("error_message", Text),
+    sqlite_autoincrement=True,  # ids are never reused (revision 0003)
 )
 
 Index(
@@ -108,6 +109,7 @@ attempts = Table(
     Column("traceback", Text),
     Column("cpu_seconds", Float),
     Column("peak_rss", BigInteger),
+    sqlite_autoincrement=True,  # ids are never reused (revision 0003)
 )
 Index("ix_attempts_job", attempts.c.job_id)
 Index("ix_attempts_routine", attempts.c.routine, attempts.c.finished_at)
@@ -123,6 +125,7 @@ nodes = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("stopped_at", Float),
     Column("info", Text, nullable=False, server_default="{}"),
+    sqlite_autoincrement=True,  # ids are never reused (revision 0003)
 )
 LIVE_NODE = text("stopped_at IS NULL")
 Index("ix_nodes_live", nodes.c.heartbeat_at, sqlite_where=LIVE_NODE, postgresql_where=LIVE_NODE)

@@ -169,13 +169,13 @@ def client(cli: Jobd) -> Iterator[Client]:
 
 def test_db_upgrade_creates_the_schema_once(bare_cli: Jobd) -> None:
     first = bare_cli.ok("db", "upgrade")
-    assert first.stdout.strip().endswith("schema upgraded from nothing to revision 0002")
+    assert first.stdout.strip().endswith("schema upgraded from nothing to revision 0003")
     assert str(bare_cli.database) in first.stdout
     with sqlite3.connect(bare_cli.database) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "attempts", "alembic_version"} <= tables
     second = bare_cli.ok("db", "upgrade")
-    assert second.stdout.strip().endswith("schema already at revision 0002")
+    assert second.stdout.strip().endswith("schema already at revision 0003")
     assert bare_cli.count_jobs() == 0
 
 
