@@ -52,7 +52,7 @@ class JobdSection:
         (),
         name_list(text, allow_empty=True),
         "Directories put in front of the workers' import path, relative to the "
-        "config file; the working directory is always searched first.",
+        "config file; the working directory is searched last, after the installed packages.",
     )
     node_name: str = setting(
         "",

@@ -117,6 +117,7 @@ class TemplateProcess:
         }
         argv = [
             sys.executable,
+            "-P",  # no working directory in front of sys.path (it goes last: template.py)
             "-m",
             "jobd.worker.template",
             str(theirs.fileno()),

@@ -79,10 +79,14 @@ def main(argv: list[str]) -> int:
 
 def load_application(settings: Settings) -> dict[str, dict[str, Any]]:
     """Import the built-in and configured modules; the routine catalog."""
-    for entry in reversed(("", *settings.jobd.pythonpath)):
-        path = entry or os.getcwd()
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    # `pythonpath` goes in front; the working directory (where an application
+    # run from its checkout lives) last, so that nothing in it can shadow an
+    # installed package, jobd included (the template runs with `python -P`).
+    for entry in reversed(settings.jobd.pythonpath):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for module in (*BUILTIN_MODULES, *settings.jobd.modules):
         importlib.import_module(module)
     catalog = REGISTRY.catalog(settings)

@@ -62,7 +62,13 @@ class Daemon:
         store.upgrade()
         store.close()
 
-    def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self,
+        wait_ready: bool = True,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        command: list[str] | None = None,
+    ) -> Daemon:
         self.upgrade()
         notify_path = str(self.dir / f"notify-{len(self.notices)}-{time.monotonic_ns()}.sock")
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -77,8 +83,9 @@ class Daemon:
         full_env.update(env or {})
         full_env.pop("JOBD_CONFIG", None)
         self.process = subprocess.Popen(
-            [*JOBD, "-c", str(self.config), "run"],
+            [*(command or JOBD), "-c", str(self.config), "run"],
             start_new_session=True,
+            cwd=cwd,
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr_path.open("ab"),

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,25 @@ def test_busy_workers_whose_master_is_killed_exit_quietly(
         wait_until(lambda: all(exited(w) for w in workers), 5, what="the workers to exit")  # noqa: B023
         assert "Traceback" not in daemon.stderr(), daemon.stderr()[-2000:]
         assert "crashed" not in daemon.stderr()
+
+
+def test_the_working_directory_cannot_shadow_jobd_but_its_modules_still_import(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    workdir = tmp_path / "app"
+    (workdir / "jobd").mkdir(parents=True)
+    (workdir / "jobd" / "__init__.py").write_text("raise SystemExit('the shadow jobd ran')\n")
+    (workdir / "localjobs.py").write_text(
+        "import jobd\n\n@jobd.routine\ndef where() -> str:\n    return jobd.__file__\n"
+    )
+    daemon = Daemon(tmp_path, jobd={"modules": ["jobd_test_routines", "localjobs"]})
+    daemons.append(daemon)
+    script = Path(sys.executable).with_name("jobd")  # as systemd runs it, not `python -c`
+    daemon.start(cwd=workdir, command=[str(script)])
+    job = daemon.client().enqueue("localjobs:where")
+    done = daemon.wait_state(job.id, "succeeded")
+    assert done.result == jobd.__file__
+    assert "shadow" not in daemon.stderr()
 
 
 def test_a_poison_pill_fails_after_max_attempts(daemon: Daemon) -> None:

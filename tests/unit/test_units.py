@@ -161,7 +161,8 @@ def test_format_size(size: int, text: str) -> None:
 @given(st.integers(min_value=0, max_value=100 * T))
 def test_format_size_reads_back_within_rounding(size: int) -> None:
     shown = format_size(size)
-    assert parse_size(shown) == pytest.approx(size, rel=0.005, abs=1)
+    # two decimals of the unit (up to 0.5% at 1.00K), and parse_size truncates a byte
+    assert parse_size(shown) == pytest.approx(size, rel=0.006, abs=1)
 
 
 @given(st.floats(min_value=60, max_value=30 * 86400))
