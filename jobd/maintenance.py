@@ -50,14 +50,18 @@ class RetentionStore(Protocol):
 
 
 @routine(max_attempts=3, retry_delay="1m")
-def cleanup(
-    completed_after: float = 7 * DAY, failed_after: float = 30 * DAY, batch_size: int = 500
-) -> dict[str, int]:
-    """Delete old finished jobs and their attempts; returns the counts."""
+def cleanup() -> dict[str, int]:
+    """Delete old finished jobs and their attempts, by `[retention]`; the counts.
+
+    It takes no arguments: any producer may enqueue it, so what it deletes is
+    the config's to say, never the job's (`cleanup(0, 0)` deleted every
+    finished job). `jobd cleanup --completed-days` is the operator's way.
+    """
     from jobd.store import open_store
 
     path, explicit = config_path(None, os.environ)
     settings = load(Path(path), required=explicit)
+    retention = settings.retention
     store = open_store(
         settings.jobd.database,
         timeout=settings.store.timeout,
@@ -65,7 +69,10 @@ def cleanup(
     )
     try:
         store.check_schema()
-        return delete_old(store, time.time(), completed_after, failed_after, batch_size)
+        return delete_old(
+            store, time.time(), retention.completed_after, retention.failed_after,
+            retention.batch_size,
+        )  # fmt: skip
     finally:
         store.close()
 

@@ -70,11 +70,7 @@ def configured_schedules(settings: Settings) -> tuple[Schedule, ...]:
         name=CLEANUP_SCHEDULE,
         routine=CLEANUP_ROUTINE,
         cron=retention.schedule,
-        kwargs={
-            "completed_after": retention.completed_after,
-            "failed_after": retention.failed_after,
-            "batch_size": retention.batch_size,
-        },
+        # no arguments: the routine reads [retention] where it runs
         queue=retention.queue,
         catch_up=6 * 3600.0,  # a daily cleanup missed by a restart still runs
     )

@@ -103,11 +103,14 @@ def test_the_routine_reads_the_config_the_master_exported(
     finish(store, node, JobState.SUCCEEDED, 2, 3, now=time.time())
     store.close()
     config = tmp_path / "jobd.toml"
-    config.write_text('[jobd]\ndatabase = "sqlite:///jobd.db"\n')
+    config.write_text(
+        '[jobd]\ndatabase = "sqlite:///jobd.db"\n'
+        '[retention]\ncompleted_after = "1d"\nbatch_size = 2\n'
+    )
     monkeypatch.setenv("JOBD_CONFIG", str(config))
-    counts = cleanup(completed_after=1 * DAY, failed_after=30 * DAY, batch_size=2)
+    counts = cleanup()
     assert counts["succeeded"] == 3
-    assert cleanup(completed_after=DAY)["succeeded"] == 0
+    assert cleanup()["succeeded"] == 0
 
 
 def test_importing_the_routine_does_not_import_sqlalchemy() -> None:

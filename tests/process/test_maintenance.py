@@ -11,15 +11,24 @@ import pytest
 from jobd.records import JobState, Settle
 from tests.integration.test_store_contract import attempt_for, new_job
 from tests.process.daemon import Daemon
+from tests.waiting import wait_until
 
 DAY = 86400.0
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, retention={"schedule": "off"})
+    d = Daemon(tmp_path, retention={"schedule": "off", "completed_after": "1d", "batch_size": 2})
     yield d
     d.kill_all()
+
+
+def test_a_producer_cannot_choose_what_the_cleanup_deletes(daemon: Daemon) -> None:
+    daemon.start()
+    client = daemon.client()
+    job = client.enqueue("jobd.maintenance:cleanup", 0, 0)  # "delete every finished job"
+    (attempt, *_) = wait_until(lambda: client.attempts(job.id), 15, what="its first attempt")
+    assert (attempt.outcome, attempt.error_type) == ("error", "TypeError")
 
 
 def test_a_worker_runs_the_cleanup_on_its_masters_database(daemon: Daemon) -> None:
@@ -42,7 +51,7 @@ def test_a_worker_runs_the_cleanup_on_its_masters_database(daemon: Daemon) -> No
     store.stop_node(node, now)
 
     daemon.start()
-    job = client.enqueue("jobd.maintenance:cleanup", completed_after=DAY, batch_size=2)
+    job = client.enqueue("jobd.maintenance:cleanup")
     done = daemon.wait_state(job.id, "succeeded", "failed")
     assert done.state == "succeeded", client.attempts(job.id)[-1].error_message
     assert done.result == {
