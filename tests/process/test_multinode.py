@@ -221,7 +221,9 @@ def test_kill_9_of_one_master_its_jobs_finish_on_the_others_after_the_window(
         (row,) = rows
         assert row.node_id == victim_node and "stopped heartbeating" in row.error_message
         # Rescued once the window (2s) had passed since its last heartbeat, not before.
-        assert row.finished_at - last_beat >= 2.0
+        # The server's clock judges staleness; finished_at is the judge's loop time,
+        # read a few milliseconds before its transaction asks the server.
+        assert row.finished_at - last_beat >= 2.0 - 0.1
     assert client.get(gated.id).result == "attempt 2"
 
     # The schedule fired once per second, whichever master inserted each fire (the
