@@ -153,6 +153,9 @@ class SQLStore(Queries):
         self._doubt: Doubt | None = None  # an exchange whose commit may have happened
         self._applied: dict[int, Settle] = {}  # settles it applied, that come again
         self._claims: dict[tuple[str, ...], Compiled] = {}
+        # The weighted round robin's credit per pool, carried across claims
+        # (store/fairness.py): keyed by the pool's queues and weights.
+        self._credit: dict[tuple[tuple[str, ...], tuple[float, ...]], list[float]] = {}
         self._settle = Compiled(SETTLE, self.engine.dialect, SETTLE_NAMES)
         inserted: dict[str, Any] = {name: bindparam(name) for name in INSERT_NAMES}
         self._insert_job = Compiled(
@@ -547,7 +550,9 @@ class SQLStore(Queries):
             ]
             for queue in request.queues
         ]
-        chosen = weighted_merge(candidates, request.weights, request.limit)
+        pool = (tuple(request.queues), tuple(request.weights))
+        credit = self._credit.setdefault(pool, [0.0] * len(request.queues))
+        chosen = weighted_merge(candidates, request.weights, request.limit, credit)
         if not chosen:
             return []
         rank = {job_id: i for i, job_id in enumerate(chosen)}

@@ -13,7 +13,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from jobd.records import Claim, JobState, Settle
+from jobd.records import Claim, ClaimRequest, JobState, Settle
 from jobd.store import open_store
 from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError
 from jobd.store.engine import normalize_url
@@ -167,6 +167,17 @@ def test_claim_merges_several_queues_in_order(store: SQLStore, node: int) -> Non
     store.enqueue([new_job(queue="c", priority=9)])
     claims = claim(store, node, queues=("a", "b"), limit=10)
     assert [c.id for c in claims] == [b, a]
+
+
+def test_weighted_claims_one_at_a_time_keep_the_shares(store: SQLStore, node: int) -> None:
+    # A pool whose workers free up one by one claims one job at a time: the
+    # round robin's credit carries across claims, so weights 3 and 1 give the
+    # second queue its quarter (issue 21 C2: it got 0 of the first 20).
+    store.enqueue([new_job(queue=q) for q in ("heavy", "light") for _ in range(20)])
+    request = ClaimRequest(("heavy", "light"), 1, (3.0, 1.0))
+    picked = [store.exchange_many(node, [], [request], NOW)[0][0].queue for _ in range(20)]
+    assert picked.count("light") == 5 and picked.count("heavy") == 15
+    assert "light" in picked[:4]
 
 
 def test_concurrent_claims_never_share_a_job(db_url: str, store: SQLStore, node: int) -> None:

@@ -19,6 +19,21 @@ def test_weights_three_to_one_interleave() -> None:
     assert [p for p in picked if p[0] == "a"] == a[:6]  # order within a queue kept
 
 
+def test_one_claim_at_a_time_keeps_the_shares_with_the_credit_carried() -> None:
+    # One worker: every claim asks for one job. Both queues always have jobs.
+    a, b = [f"a{i}" for i in range(100)], [f"b{i}" for i in range(100)]
+    credit = [0.0, 0.0]
+    picked = []
+    for _ in range(20):
+        taken = weighted_merge([a, b], [3, 1], 1, credit)
+        picked += taken
+        (a if taken[0][0] == "a" else b).remove(taken[0])
+    assert Counter(p[0] for p in picked) == {"a": 15, "b": 5}
+    assert all("b" in "".join(picked[i : i + 4]) for i in range(0, 20, 4))  # b every 4th
+    # Without the carried credit the heaviest queue took every claim.
+    assert weighted_merge([a, b], [3, 1], 1) == [a[0]]
+
+
 def test_a_queue_that_runs_dry_gives_its_share_away() -> None:
     assert weighted_merge([["a0"], ["b0", "b1", "b2"]], [9, 1], 4) == ["a0", "b0", "b1", "b2"]
 
