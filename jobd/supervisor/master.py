@@ -38,7 +38,7 @@ from jobd.supervisor.catalog import Catalog
 from jobd.supervisor.children import Launcher, ProcessLauncher
 from jobd.supervisor.dispatch import Dispatch
 from jobd.supervisor.generations import Generation
-from jobd.supervisor.phase import Phase
+from jobd.supervisor.phase import Lifecycle, Phase
 from jobd.supervisor.scheduler import Scheduler
 from jobd.supervisor.signals import SignalWatch
 from jobd.supervisor.sizes import PoolSizes
@@ -92,22 +92,18 @@ class Master:
             self.selector,
         )  # fmt: skip
         self.dispatch = Dispatch()
-        self.phase = Phase.STARTING
-        self.exit_code = exitcodes.OK
+        self.life = Lifecycle(boot_deadline=now + settings.pool.boot_timeout)
         self.hostname = socket.gethostname()
         self.node = duties.Identity(0, settings.jobd.node_name or self.hostname, self.hostname)
         self.wakeups = Wakeups(self.selector)
         self.schedule_due: float | None = None  # wall clock: the next fire
-        self.drain_deadline: float | None = None
         self.queues = autoscaler.QueueFigures()
         self.reload_error: str | None = None
-        self.reload_deferred = False  # a SIGHUP came while starting: reload once running
         self.rates = status.Rates()
         self.title = ""
         self.next_heartbeat = self.next_watchdog = self.next_scale = now
         self.next_poll = now + settings.store.poll_interval
         self.judge_from = 0.0  # store clock: no judging others' heartbeats before (duties.py)
-        self.boot_deadline = now + settings.pool.boot_timeout
         self.scheduler: Scheduler | None = None  # created once the node is registered
 
     @property
@@ -118,6 +114,14 @@ class Master:
     @store.setter
     def store(self, store: Store) -> None:
         self._store = store
+
+    @property
+    def phase(self) -> Phase:
+        return self.life.phase
+
+    @property
+    def exit_code(self) -> int:
+        return self.life.exit_code
 
     @property
     def workers(self) -> dict[int, Worker]:
@@ -188,10 +192,7 @@ class Master:
             deadlines.append(self.next_watchdog)
         walls = self.wakeups.timers() + ([] if self.schedule_due is None else [self.schedule_due])
         deadlines += [wall + now - self.clock.time() for wall in walls]
-        if self.drain_deadline is not None:
-            deadlines.append(self.drain_deadline)
-        if self.phase is Phase.STARTING:
-            deadlines.append(self.boot_deadline)
+        deadlines += self.life.deadlines()
         return max(0.0, min(deadlines) - now)
 
     def step(self, timeout: float = 0.0) -> None:
@@ -288,7 +289,7 @@ class Master:
             # The config may have changed after this master read it: apply it as
             # soon as the pool is up rather than drop the request.
             log.info("SIGHUP while starting: reloading once the pool is up")
-            self.reload_deferred = True
+            self.life.reload_deferred = True
             return
         if self.phase is not Phase.RUNNING:
             log.warning("SIGHUP ignored while %s", self.phase.value)
@@ -333,43 +334,37 @@ class Master:
 
     def begin_drain(self, exit_code: int = exitcodes.OK) -> None:
         """Stop claiming; let running jobs finish up to graceful_timeout."""
-        if self.phase in (Phase.DRAINING, Phase.STOPPING, Phase.DONE):
+        deadline = self.clock.monotonic() + self.settings.pool.graceful_timeout
+        if not self.life.drain(exit_code, deadline):
             return
-        self.phase = Phase.DRAINING
-        self.exit_code = max(self.exit_code, exit_code)
         self.notifier.stopping()
-        self.drain_deadline = self.clock.monotonic() + self.settings.pool.graceful_timeout
         self.notifier.extend_timeout(self.settings.pool.graceful_timeout + 5)
         self.dispatch.return_held()
         self.workforce.retire_all()
 
     def stop_now(self) -> None:
         """Kill every worker; their jobs go back to the queue uncounted."""
-        if self.phase in (Phase.STOPPING, Phase.DONE):
+        if not self.life.stop():
             return
         log.info("stopping now")
-        self.phase = Phase.STOPPING
         self.notifier.stopping()
         self.dispatch.return_held()
         self.workforce.terminate_all("interrupted", "jobd stopped at once", grace=0.0)
 
     def fail_boot(self, reason: str) -> None:
         """A worker could not boot: stop with exit code 3 rather than crash-loop."""
-        if self.exit_code == exitcodes.BOOT_ERROR:
+        if not self.life.boot_failed():
             return
         log.error("worker boot failed: %s", reason)
-        if self.phase is Phase.STARTING:
-            self.phase = Phase.RUNNING  # so that begin_drain applies
         self.begin_drain(exitcodes.BOOT_ERROR)
 
     def _booted(self, booted: int) -> None:
         wanted = self.workforce.generations.current.min_workers()
-        if self.phase is Phase.STARTING and booted >= wanted:
-            self.phase = Phase.RUNNING
+        if booted >= wanted and self.life.ready():
             self.notifier.ready(self.status_line())
             log.info("ready: %d workers", booted)
-            if self.reload_deferred:
-                self.reload_deferred = False
+            if self.life.reload_deferred:
+                self.life.reload_deferred = False
                 self.begin_reload()
 
     def _record_catalog(self, catalog: dict[str, dict[str, object]]) -> None:
@@ -410,10 +405,9 @@ class Master:
         if mono >= self.next_heartbeat:
             self.next_heartbeat = mono + self.settings.store.heartbeat_interval
             self._heartbeat(now)
-        if self.phase is Phase.STARTING and mono >= self.boot_deadline:
+        if self.life.boot_overdue(mono):
             self.fail_boot(f"workers did not boot within {self.settings.pool.boot_timeout:g}s")
-        if self.drain_deadline is not None and mono >= self.drain_deadline:
-            self.drain_deadline = None
+        if self.life.drain_overdue(mono):
             timeout = self.settings.pool.graceful_timeout
             self.workforce.terminate_all(
                 "interrupted", f"still running after graceful_timeout ({timeout:g}s)"
@@ -493,13 +487,11 @@ class Master:
         self.dispatch.exchange(self.store, self.node.id, self.workforce, claiming, now, mono)
 
     def _maybe_finish(self) -> None:
-        if self.phase not in (Phase.DRAINING, Phase.STOPPING) or self.workers:
+        if not self.life.winding_down or self.workers:
             return
         dropped = self.dispatch.give_up(self.clock.monotonic())
         if dropped is None:
             return  # the store may come back for the results still to record
-        if dropped:
-            self.exit_code = max(self.exit_code, exitcodes.FAILURE)
         try:
             self.store.stop_node(self.node.id, self.clock.time())
         except StoreError as exc:
@@ -509,7 +501,7 @@ class Master:
             "stopped: %d succeeded, %d failed, %d retried; %d claimed in %d transactions",
             c["succeeded"], c["failed"], c["retried"], c["claimed"], c["exchanges"],
         )  # fmt: skip
-        self.phase = Phase.DONE
+        self.life.finish(bool(dropped))
 
     # -- status --------------------------------------------------------------
 
@@ -526,6 +518,6 @@ class Master:
             notes.append("store unavailable: claims paused")
         if self.reload_error is not None:
             notes.append(f"reload failed: {self.reload_error}")
-        if self.phase in (Phase.DRAINING, Phase.STOPPING):
+        if self.life.winding_down:
             notes.append(self.phase.value)
         return status.status_line(self.workforce, self.sizes, self.queues, self.rates, notes)
