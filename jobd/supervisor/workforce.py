@@ -374,6 +374,9 @@ class Workforce:
 
     def _signal(self, worker: Worker, signum: int) -> None:
         assert worker.pid is not None
+        if signum == signal.SIGKILL:
+            # The worker's process group: what an inline job started dies with it.
+            self.launcher.kill_group(worker.pid, signum)
         self.launcher.kill(worker.pid, signum)
         worker.signalled = signum
 
@@ -461,6 +464,9 @@ class Workforce:
         self._unregister(worker)
         worker.channel.close()
         worker.exited = True
+        # Whatever its jobs started and left in its process group goes with it
+        # (a detached daemon, in a session of its own, is the job's choice).
+        self.launcher.kill_group(exited.pid, signal.SIGKILL)
         self.workers.pop(worker.slot, None)
         self.by_pid.pop(exited.pid, None)
         serving = worker.jobs_done > 0 or bool(worker.inflight)

@@ -152,7 +152,13 @@ def _intermediate(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
         pid = os.fork()
         if pid == 0:
             ctl.close()
+            os.setpgid(0, 0)
             worker_main(socket.socket(fileno=fd), spec)
+        # Each worker leads a process group, so that what its jobs start dies with
+        # it (workforce.py). Set on both sides: it holds before the master knows
+        # the pid, whichever runs first.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         with contextlib.suppress(OSError):
             ctl.send(encode_datagram({"op": "forked", "slot": spec.slot, "pid": pid}))
     finally:

@@ -193,6 +193,19 @@ def ignores_sigterm(events: str) -> None:
     time.sleep(30)
 
 
+@jobd.routine(time_limit="500ms", max_attempts=1)
+def spawns_then_hangs(events: str) -> None:
+    """An inline job that starts a child (in its worker's process group) and
+    one in a process group of its own, then hangs past its limit."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    # The worker ignores SIGINT/SIGTERM for nothing here: it is killed by SIGKILL.
+    note(events, event="started", child=child.pid)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(30)
+
+
 @jobd.routine(memory_limit="100M", max_attempts=1)
 def grows(events: str, megabytes: int) -> None:
     note(events, event="started")

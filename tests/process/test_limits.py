@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,19 @@ def test_address_space_limit_is_a_memoryerror_and_is_restored(daemon: Daemon) ->
     assert failed.error_type == "MemoryError"
     fine = client.enqueue(f"{R}:allocates", 400)  # the same worker, no limit now
     assert daemon.wait_state(fine.id, "succeeded").result == 400 << 20
+
+
+def test_an_inline_jobs_children_die_with_its_worker(daemon: Daemon) -> None:
+    # The `sleep 300` an inline job started is in its worker's process group,
+    # which the master kills with the worker (issue 21 C4: it ran on).
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:spawns_then_hangs", daemon.events)
+    (started,) = daemon.wait_event("started")
+    child = psutil.Process(started["child"])
+    assert child.is_running() and os.getpgid(child.pid) == started["pid"]
+    daemon.wait_state(job.id, "failed", timeout=10)
+    assert gone(started["pid"])
+    wait_until(lambda: gone(child.pid), timeout=5, what="the job's child to die")
 
 
 def test_cpu_time_limit_ends_in_sigxcpu(daemon: Daemon) -> None:
