@@ -29,6 +29,7 @@ from jobd.policy import (
     Policy,
     check_queue_name,
     check_routine_name,
+    check_unique_key,
     parse_policy,
     policy_from_json,
 )
@@ -171,6 +172,8 @@ class Client:
             queue = check_queue_name(queue)
         if unique_key is None and policy.unique:
             unique_key = payload_unique_key(name, args_json, kwargs_json)
+        elif unique_key is not None:
+            check_unique_key(unique_key)
         options = {}
         if priority is not None or max_attempts is not None:
             options = parse_policy(

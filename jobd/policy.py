@@ -31,6 +31,20 @@ def check_queue_name(value: object) -> str:
     return value
 
 
+UNIQUE_KEY_LENGTH = 255  # the jobs.unique_key column
+
+
+def check_unique_key(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"unique_key {value!r} is not a non-empty string")
+    if len(value) > UNIQUE_KEY_LENGTH:
+        raise ValueError(
+            f"unique_key is {len(value)} characters long; at most {UNIQUE_KEY_LENGTH} are kept "
+            "(hash a longer one)"
+        )
+    return value
+
+
 def check_routine_name(value: object) -> str:
     if not isinstance(value, str) or not ROUTINE_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a routine name (expected 'package.module:function')")

@@ -15,6 +15,7 @@ from jobd.cli.common import UsageError, load_settings, open_client
 from jobd.cli.output import print_json
 from jobd.maintenance import DAY, delete_old
 from jobd.settings import Settings
+from jobd.store.contract import StoreError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +50,11 @@ def db_upgrade(args: argparse.Namespace) -> int:
     store = open_store(settings.jobd.database, sqlite_synchronous=settings.store.sqlite_synchronous)
     try:
         if store.database_path:
-            Path(store.database_path).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(store.database_path).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from None
         before, after = store.upgrade()
     finally:
         store.close()

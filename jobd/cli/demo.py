@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from jobd.cli.administration import run_master
+from jobd.cli.common import UsageError
 from jobd.client import Client
 from jobd.settings import Settings, load
 
@@ -42,10 +43,13 @@ def demo(args: argparse.Namespace) -> int:
 def run_demo(directory: Path, rate: float) -> int:
     from jobd.store import open_store
 
-    directory.mkdir(parents=True, exist_ok=True)
     config = directory / "jobd.toml"
-    if not config.exists():
-        config.write_text(CONFIG)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not config.exists():
+            config.write_text(CONFIG)
+    except OSError as exc:
+        raise UsageError(f"demo: cannot use {directory} ({exc.strerror or exc})") from None
     settings = load(config)
     store = open_store(settings.jobd.database)
     try:

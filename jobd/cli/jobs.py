@@ -12,7 +12,7 @@ from typing import Any
 from jobd import exitcodes
 from jobd.cli.common import UsageError, open_client
 from jobd.cli.output import age, local_time, print_json, print_table, seconds, size
-from jobd.client import run_at
+from jobd.client import JobSpec, run_at
 from jobd.records import Job
 from jobd.settings import Settings
 
@@ -27,17 +27,19 @@ def enqueue(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         _use_workers_import_path(client.settings)
         try:
-            job = client.enqueue(
+            # A JobSpec: --kwargs are the routine's alone, even one named `queue`.
+            spec = JobSpec(
                 args.routine,
-                *job_args,
+                job_args,
+                job_kwargs,
                 queue=args.queue,
                 priority=args.priority,
                 delay=args.delay,
                 at=args.at,
                 unique_key=args.unique_key,
                 max_attempts=args.max_attempts,
-                **job_kwargs,
             )
+            (job,) = client.enqueue_many([spec])
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
     if args.json:

@@ -120,6 +120,9 @@ def database_url(value: object) -> str:
             f"{value!r} is not a database URL "
             "(e.g. 'sqlite:////var/lib/jobd/jobd.db' or 'postgresql://user@host/db')"
         )
+    backend = value.split("://", 1)[0].split("+", 1)[0]
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError(f"{value!r}: jobd runs on sqlite or postgresql, not {backend}")
     return value
 
 

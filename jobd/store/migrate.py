@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import Connection, inspect, text
 
 from jobd.store.contract import SchemaError
-from jobd.store.schema import SCHEMA_REVISION
+from jobd.store.schema import SCHEMA_REVISION, metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -28,14 +28,18 @@ def check_revision(conn: Connection, database: str) -> None:
     if revision is None:
         raise SchemaError(f"{database} has no jobd schema: run `jobd db upgrade`")
     if revision != SCHEMA_REVISION:
-        if revision.isdigit() and revision > SCHEMA_REVISION:
-            raise SchemaError(
-                f"{database} has schema revision {revision}, newer than this jobd "
-                f"({SCHEMA_REVISION}): upgrade jobd"
-            )
+        older = revision.isdigit() and revision < SCHEMA_REVISION
+        if not older and revision not in known_revisions():
+            raise SchemaError(f"{database}: {unknown_revision(revision)}")
         raise SchemaError(
             f"{database} has schema revision {revision}, older than this jobd's "
             f"{SCHEMA_REVISION}: run `jobd db upgrade`"
+        )
+    missing = sorted(set(metadata.tables) - set(inspect(conn).get_table_names()))
+    if missing:
+        raise SchemaError(
+            f"{database} is at revision {revision} but has no table {', '.join(missing)}: "
+            "restore it from a backup (`jobd db upgrade` does not recreate dropped tables)"
         )
 
 
@@ -46,6 +50,23 @@ def alembic_config(conn: Connection) -> object:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = conn
     return config
+
+
+def known_revisions() -> set[str]:
+    """The revisions this jobd's migrations know (their files are named for them)."""
+    return {path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py")}
+
+
+def unknown_revision(revision: str) -> str:
+    if revision.isdigit() and revision > SCHEMA_REVISION:
+        return (
+            f"the database has schema revision {revision}, newer than this jobd "
+            f"({SCHEMA_REVISION}): upgrade jobd, it cannot be downgraded from here"
+        )
+    return (
+        f"the database has schema revision {revision!r}, which no jobd release made: "
+        "it is not a jobd database, or was altered by hand"
+    )
 
 
 UPGRADE_LOCK = 7300001  # the PostgreSQL advisory lock key of `jobd db upgrade`
@@ -68,6 +89,8 @@ def upgrade(conn: Connection) -> tuple[str | None, str]:
     try:
         with conn.begin():
             before = current_revision(conn) if inspect(conn).has_table("alembic_version") else None
+        if before is not None and before not in known_revisions():
+            raise SchemaError(unknown_revision(before))
         command.upgrade(alembic_config(conn), "head")  # type: ignore[arg-type]
         conn.commit()
         with conn.begin():

@@ -266,6 +266,8 @@ class SQLStore(Queries):
         arm(conn, True, self.timeout)
         try:
             return upgrade(conn)
+        except SchemaError as exc:
+            raise SchemaError(f"{self.describe()}: {exc}") from None
         except SQLAlchemyError as exc:
             self._drop_connection()
             raise StoreError(f"{self.describe()}: {_reason(exc)}") from None

@@ -190,6 +190,47 @@ def test_a_database_without_schema_is_exit_4(bare_cli: Jobd, argv: list[str]) ->
     assert_fails(result, exitcodes.SCHEMA, "has no jobd schema", "run `jobd db upgrade`")
 
 
+@pytest.mark.parametrize(
+    ("revision", "fragments"),
+    [
+        ("0099", ("revision 0099, newer than this jobd", "upgrade jobd")),
+        ("abc", ("revision 'abc', which no jobd release made",)),
+    ],
+)
+def test_a_schema_this_jobd_does_not_know_is_exit_4(
+    cli: Jobd, revision: str, fragments: tuple[str, ...]
+) -> None:
+    # `db upgrade` said so with Alembic's traceback; `run` called 'abc' older.
+    with sqlite3.connect(cli.database) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    for argv in (["db", "upgrade"], ["run"], ["status"]):
+        assert_fails(cli(*argv), exitcodes.SCHEMA, *fragments)
+    with sqlite3.connect(cli.database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
+
+
+def test_a_dropped_table_is_exit_4_not_a_warning_at_every_claim(cli: Jobd) -> None:
+    with sqlite3.connect(cli.database) as conn:
+        conn.execute("DROP TABLE attempts")
+    for argv in (["run"], ["status"]):
+        assert_fails(cli(*argv), exitcodes.SCHEMA, "has no table attempts", "backup")
+
+
+def test_db_upgrade_where_its_directory_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    config = write_config(tmp_path / "jobd.toml", "sqlite:///file/sub/jobd.db")
+    result = Jobd(tmp_path, config, tmp_path / "file" / "sub" / "jobd.db")("db", "upgrade")
+    assert_fails(result, exitcodes.FAILURE, "cannot create", "file/sub")
+
+
+def test_demo_in_a_directory_it_cannot_make_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = Jobd(tmp_path, tmp_path / "unused.toml", tmp_path / "x.db").raw(
+        "demo", "--dir", str(tmp_path / "file" / "demo")
+    )
+    assert_fails(result, exitcodes.USAGE, "demo: cannot use", "file/demo")
+
+
 # -- enqueue -------------------------------------------------------------------
 
 
@@ -244,6 +285,27 @@ def test_enqueue_options(cli: Jobd) -> None:
     again = cli.ok("enqueue", ADD, "--args", "[3, 4]", "--unique-key", "sum:1:2")
     assert again.stdout == f"{job['id']}\n"
     assert cli.count_jobs() == 1
+
+
+def test_enqueue_kwargs_named_like_options_are_the_routines(cli: Jobd) -> None:
+    # "got multiple values for keyword argument 'queue'" before: --kwargs went
+    # into Client.enqueue beside its options (issue 21 B).
+    kwargs = {"queue": "x", "priority": 1, "connection": None, "unique_key": "k"}
+    job = cli.ok(
+        "enqueue", ADD, "--kwargs", json.dumps(kwargs), "--queue", "maths", "--json"
+    ).json()
+    assert (job["kwargs"], job["queue"], job["priority"], job["unique_key"]) == (
+        kwargs,
+        "maths",
+        5,
+        None,
+    )
+
+
+def test_a_unique_key_longer_than_its_column_is_a_usage_error(cli: Jobd) -> None:
+    result = cli("enqueue", ADD, "--unique-key", "k" * 300)
+    assert_fails(result, exitcodes.USAGE, "300 characters long; at most 255")
+    assert cli.count_jobs() == 0
 
 
 def test_enqueue_at(cli: Jobd) -> None:

@@ -608,3 +608,19 @@ def test_client_takes_one_source_of_settings(tmp_path: Path, url: str) -> None:
 def test_the_client_is_exported() -> None:
     assert jobd.Client is Client
     assert jobd.JobSpec is JobSpec
+
+
+def test_a_unique_key_longer_than_its_column_is_refused(db_url: str) -> None:
+    # SQLite kept all 5,000 characters, PostgreSQL raised a driver error: both
+    # now refuse it before the store, with the reason (issue 21 B).
+    store = open_store(db_url, timeout=5)
+    store.upgrade()
+    store.close()
+    with Client(db_url) as client:
+        with pytest.raises(ValueError, match="5000 characters long; at most 255"):
+            client.enqueue(routines.send, "a@example.com", unique_key="k" * 5000)
+        with pytest.raises(ValueError, match="at most 255"):
+            client.enqueue_many([JobSpec(routines.send, ("a",), unique_key="k" * 256)])
+        assert client.list() == []
+        kept = client.enqueue(routines.send, "a@example.com", unique_key="k" * 255)
+        assert client.get(kept.id).unique_key == "k" * 255

@@ -201,6 +201,13 @@ def test_absolute_memory_and_other_databases_are_left_alone(tmp_path: Path, url:
     assert load_text(tmp_path, f'[jobd]\ndatabase = "{url}"\n').jobd.database == url
 
 
+@pytest.mark.parametrize("url", ["mysql://root@127.0.0.1/test", "foo://x", "redis://h/0"])
+def test_a_database_jobd_does_not_run_on_is_a_config_error(tmp_path: Path, url: str) -> None:
+    # It was a store error at the first connection (exit 1), not a config error (exit 2).
+    with pytest.raises(ConfigError, match="jobd runs on sqlite or postgresql"):
+        load_text(tmp_path, f'[jobd]\ndatabase = "{url}"\n')
+
+
 def test_pythonpath_is_anchored_at_the_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
