@@ -19,6 +19,7 @@ namespace (containers), and a pid is only proof inside its own namespace.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,13 @@ def refuse_namesake(store: Store, name: str, hostname: str, window: float, now: 
                 f"node {name!r} is already running on {hostname} (master pid {other.pid}, "
                 f"node {other.id}): stop it, or give this master its own jobd.node_name"
             )
+
+
+def join(store: Store, me: Identity, window: float, now: float) -> Identity:
+    """Register this master as a node (refusing a live namesake); its identity."""
+    refuse_namesake(store, me.name, me.hostname, window, now)
+    node_id = store.register_node(me.name, me.hostname, os.getpid(), now)
+    return Identity(node_id, me.name, me.hostname)
 
 
 def rescue_dead_local_nodes(store: Store, me: Identity, now: float, decider: Decider) -> int:

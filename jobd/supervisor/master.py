@@ -152,23 +152,15 @@ class Master:
             self._store = self.open_store()
         self.store.check_schema()
         now = self.clock.time()
-        window = self.settings.store.node_window()
-        duties.refuse_namesake(self.store, self.node.name, self.hostname, window, now)
-        node_id = self.store.register_node(self.node.name, self.hostname, os.getpid(), now)
-        self.node = duties.Identity(node_id, self.node.name, self.hostname)
-        self.workforce.node_id = node_id
+        self.node = duties.join(self.store, self.node, self.settings.store.node_window(), now)
+        node_id = self.workforce.node_id = self.node.id
         self.scheduler = Scheduler(self.store, self.settings, node_id)
         self.catalog.use(self.store.routine_policies())  # until the template reports
         decider = self.catalog.for_dead_node(now)
         if duties.rescue_dead_local_nodes(self.store, self.node, now, decider):
             self.mark_ready()
         self.wakeups.listen(self.store.wake_listener())
-        pools = "; ".join(
-            f"pool {p.name} serves {','.join(p.queues)} with {p.min_workers}-{p.max_workers} "
-            "workers"
-            for p in self.settings.pool_specs()
-        )
-        log.info("node %s started: %s", node_id, pools)
+        log.info("node %s started: %s", node_id, status.pools(self.settings.pool_specs()))
 
     def close(self) -> None:
         self.workforce.close()
@@ -513,11 +505,7 @@ class Master:
 
     def status_line(self) -> str:
         """STATUS= and the heartbeat: `3/8 busy, 120 queued (oldest 35s), 1.2k done/min, ...`."""
-        notes = []
-        if self.dispatch.failures:
-            notes.append("store unavailable: claims paused")
-        if self.reload_error is not None:
-            notes.append(f"reload failed: {self.reload_error}")
-        if self.life.winding_down:
-            notes.append(self.phase.value)
+        notes = ["store unavailable: claims paused"] if self.dispatch.failures else []
+        notes += [] if self.reload_error is None else [f"reload failed: {self.reload_error}"]
+        notes += [self.phase.value] if self.life.winding_down else []
         return status.status_line(self.workforce, self.sizes, self.queues, self.rates, notes)

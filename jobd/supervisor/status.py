@@ -10,11 +10,12 @@ and the last queue count say; neither changes anything.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import psutil
 
-from jobd.settings import Settings
+from jobd.settings import PoolSpec, Settings
 from jobd.supervisor.autoscaler import QueueFigures
 from jobd.supervisor.sizes import PoolSizes
 from jobd.supervisor.workforce import Workforce
@@ -81,6 +82,14 @@ def status_line(
     if done is not None and failed is not None:
         parts.append(f"{short(done)} done/min, {short(failed)} failed/min")
     return ", ".join(parts + notes)
+
+
+def pools(specs: Iterable[PoolSpec]) -> str:
+    """`pool default serves default,mail with 2-8 workers; ...` (the start-up line)."""
+    return "; ".join(
+        f"pool {p.name} serves {','.join(p.queues)} with {p.min_workers}-{p.max_workers} workers"
+        for p in specs
+    )
 
 
 def title(workforce: Workforce, queues: QueueFigures) -> str:
