@@ -30,6 +30,7 @@ import struct
 import sys
 
 from jobd.hooks import current_job
+from jobd.processes import one_line
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -140,9 +141,21 @@ class JournalHandler(logging.Handler):
 
 
 class LineFormatter(logging.Formatter):
+    """One line per record; what follows it (a traceback) is indented.
+
+    Text from outside (a routine name, an exception's message) cannot forge a
+    record: control characters in the message are escaped, and every line
+    after the first, a traceback's included, starts with two spaces, which no
+    record does.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        record.jobd_who = Identity.prefix()
-        return super().format(record)
+        record.jobd_who = one_line(Identity.prefix())
+        return super().format(record).replace("\n", "\n  ")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 class JournalLines(io.TextIOBase):

@@ -101,6 +101,25 @@ def test_plain_lines_name_the_worker_and_job() -> None:
         logs.Identity.role, logs.Identity.slot = "master", None
 
 
+def test_plain_lines_cannot_be_forged_by_a_message_or_a_traceback() -> None:
+    # A routine's error message with a newline made a second, made-up record
+    # (issue 21 A4): the message is escaped, a traceback's lines indented.
+    formatter = logs.LineFormatter("%(levelname)s %(jobd_who)s: %(message)s")
+    forged = "boom\nINFO master: stopped: 0 succeeded\x00"
+    try:
+        raise ValueError(forged)
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "jobd", logging.ERROR, __file__, 1, "failed: %s", (forged,), exc_info
+    )
+    lines = formatter.format(record).split("\n")
+    assert lines[0] == "ERROR master: failed: boom\\x0aINFO master: stopped: 0 succeeded\\x00"
+    assert all(line.startswith("  ") for line in lines[1:]) and len(lines) > 2
+    assert "  INFO master: stopped: 0 succeeded\x00" in lines
+    assert not any(line.startswith(("INFO", "ERROR")) for line in lines[1:])
+
+
 def test_jobd_logs_builds_the_journalctl_matches() -> None:
     assert journal_command("/bin/journalctl", "jobd", 3, None, True, 50) == [
         "/bin/journalctl", "--unit", "jobd", "JOBD_WORKER=3", "--follow", "--lines", "50",
