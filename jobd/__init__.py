@@ -12,7 +12,7 @@ Importing jobd does not import SQLAlchemy: the workers never need it.
 """
 
 from jobd.client import Client, JobSpec, UnknownRoutine
-from jobd.errors import JobTimeout
+from jobd.errors import JobKilled, JobTimeout
 from jobd.hooks import Hooks, JobContext, WorkerInfo, add_hooks, current_job
 from jobd.records import Job, JobState
 from jobd.routines import JobFailure, Routine, routine
@@ -25,6 +25,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobFailure",
+    "JobKilled",
     "JobSpec",
     "JobState",
     "JobTimeout",

@@ -9,3 +9,15 @@ class JobTimeout(Exception):
 
 class JobTerminated(BaseException):
     """Raised in a worker told to stop now (SIGTERM); not meant to be caught by jobs."""
+
+
+class JobKilled(Exception):
+    """What `job_failed` hooks get for an attempt that ended outside its job: a
+    hard time or memory limit, a cancel, a kill from outside, its worker's
+    death, a stop. The hooks run in a fresh child of the worker template, since
+    the worker itself is gone (docs/routines.md, hooks)."""
+
+    def __init__(self, outcome: str, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome  # time_limit_exceeded, memory_limit_exceeded, cancelled, killed, ...
+        self.error_type = error_type  # SIGKILL, SIGTERM, WorkerExit, ...

@@ -10,6 +10,10 @@ The seeds' events map to methods: `job.processing` -> `job_processing`,
 `job.processed` -> `job_processed`, `job.failed` -> `job_failed`; plus
 `worker_boot`. Hooks run in the order they were added.
 
+`job_failed` also runs for attempts that ended outside the job (a hard
+limit, a cancel, a kill, a stop), with a `jobd.JobKilled`, in a child of
+the worker template: the worker that ran the job is gone (worker/aftermath.py).
+
 Errors: an exception in `worker_boot` fails the worker's boot (the master
 reports it); in `job_processing` it fails the attempt as if the job had
 raised it; in `job_processed` and `job_failed` it is logged and the job's

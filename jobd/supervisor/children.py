@@ -88,6 +88,8 @@ class Template(Protocol):
 
     def fork_worker(self, slot: int, pool: str) -> Channel: ...
 
+    def run_failed_hooks(self, ended: dict[str, Any]) -> None: ...
+
     def stop(self) -> None: ...
 
 
@@ -161,6 +163,12 @@ class TemplateProcess:
         finally:
             theirs.close()
         return Channel(ours)
+
+    def run_failed_hooks(self, ended: dict[str, Any]) -> None:
+        """The application's job_failed hooks for an attempt its worker could not
+        report (worker/aftermath.py); best effort: a template gone skips them."""
+        with contextlib.suppress(OSError):
+            self.ctl.send(encode_datagram({"op": "failed_hooks", **ended}))
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):

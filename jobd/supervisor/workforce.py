@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from jobd.processes import Exit, classify
-from jobd.records import Claim
+from jobd.records import Attempt, Claim
 from jobd.settings import Settings
 from jobd.supervisor.autoscaler import Occupancy
 from jobd.supervisor.catalog import Catalog
@@ -527,8 +527,29 @@ class Workforce:
             outcome, message, error_type, worker.kill_rss,
         )  # fmt: skip
         self.events.append(AttemptEnded(head.claim, attempt))
+        self._failed_hooks(worker, head.claim, attempt)
         while worker.inflight:
             self.events.append(NeverStarted(worker.inflight.popleft().claim))
+
+    def _failed_hooks(self, worker: Worker, claim: Claim, attempt: Attempt) -> None:
+        """The job_failed hooks the dead worker could not run: in a child of its
+        generation's template (or the current one's, if that template is gone)."""
+        generation = self._generation(worker.generation)
+        if generation.template is None:
+            return
+        generation.template.run_failed_hooks(
+            {
+                "job": {
+                    "id": claim.id, "routine": claim.routine, "queue": claim.queue,
+                    "attempt": claim.attempt, "max_attempts": claim.max_attempts,
+                    "enqueued_at": claim.enqueued_at,
+                },
+                "worker": {"slot": worker.slot, "pid": attempt.worker_pid},
+                "outcome": attempt.outcome,
+                "error_type": attempt.error_type,
+                "message": attempt.error_message,
+            }
+        )  # fmt: skip
 
     def _unregister(self, worker: Worker) -> None:
         with contextlib.suppress(KeyError, ValueError):

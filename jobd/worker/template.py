@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from setproctitle import setproctitle
@@ -36,6 +37,7 @@ from jobd.processes import set_parent_death_signal
 from jobd.routines import REGISTRY
 from jobd.settings import Settings, from_json
 from jobd.wire import encode_datagram
+from jobd.worker.aftermath import fork_failed_hooks
 from jobd.worker.main import EXIT_BOOT_ERROR, FORK_BLOCKED, WorkerSpec, worker_main
 
 log = logging.getLogger("jobd.template")
@@ -129,21 +131,33 @@ def _serve(ctl: socket.socket, master_pid: int, generation: int, settings: Setti
             pool = str(message.get("pool", "default"))
             spec = WorkerSpec(int(message["slot"]), pool, generation, master_pid, settings)
             _fork_worker(ctl, fds[0], spec)
+        elif message.get("op") == "failed_hooks":
+            with _signals_blocked():
+                try:
+                    fork_failed_hooks(ctl, message, settings, generation)
+                except Exception:  # a malformed order costs the hooks, not the template
+                    log.exception("could not run the failed hooks of %r", message.get("job"))
         else:
             for fd in fds:
                 os.close(fd)
 
 
-def _fork_worker(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
     try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _fork_worker(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:
+    with _signals_blocked():
         intermediate = os.fork()
         if intermediate == 0:
             _intermediate(ctl, fd, spec)
         os.close(fd)
         os.waitpid(intermediate, 0)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _intermediate(ctl: socket.socket, fd: int, spec: WorkerSpec) -> None:

@@ -64,7 +64,7 @@ def blocked(events: str, gate: str, tag: object = None) -> str:
     """Notes its start, then blocks on the gate."""
     job = jobd.current_job()
     assert job is not None
-    note(events, event="started", tag=tag, job=job.id, attempt=job.attempt)
+    note(events, event="started", tag=tag, job=job.id, attempt=job.attempt, pid=os.getpid())
     wait_gate(gate)
     note(events, event="finished", tag=tag, job=job.id, attempt=job.attempt)
     return "done"
@@ -144,7 +144,14 @@ class Recorder(jobd.Hooks):
         self._note(event="job_processed", job=job.id)
 
     def job_failed(self, job: jobd.JobContext, error: BaseException) -> None:
-        self._note(event="job_failed", job=job.id, error=type(error).__name__)
+        self._note(
+            event="job_failed",
+            job=job.id,
+            error=type(error).__name__,
+            attempt=job.attempt,
+            outcome=getattr(error, "outcome", None),  # a JobKilled's: how its attempt ended
+            pid=os.getpid(),
+        )
 
 
 jobd.add_hooks(Recorder())

@@ -95,6 +95,38 @@ def test_an_inline_jobs_children_die_with_its_worker(daemon: Daemon) -> None:
     wait_until(lambda: gone(child.pid), timeout=5, what="the job's child to die")
 
 
+def test_job_failed_hooks_run_for_attempts_ended_outside_the_job(daemon: Daemon) -> None:
+    # A hard limit, a cancel and a SIGKILL from outside end the worker, which
+    # can run no hook: the template's child runs job_failed with a JobKilled
+    # (issue 21 C9: no hook fired for these).
+    daemon.start()
+    client = daemon.client()
+    limited = client.enqueue(f"{R}:ignores_sigterm", daemon.events)
+    daemon.wait_state(limited.id, "failed", timeout=10)
+    cancelled = client.enqueue(f"{R}:blocked", daemon.events, daemon.gate())
+    daemon.wait_state(cancelled.id, "running")
+    client.cancel(cancelled.id)
+    daemon.wait_state(cancelled.id, "cancelled", timeout=15)
+    killed = client.enqueue(f"{R}:blocked", daemon.events, daemon.gate(), tag="kill me")
+    (started,) = [e for e in daemon.wait_event("started", 3) if e.get("tag") == "kill me"]
+    os.kill(started["pid"], signal.SIGKILL)
+
+    def hooks() -> dict[int, dict[str, object]]:
+        return {e["job"]: e for e in daemon.events_seen("job_failed")}
+
+    seen = wait_until(
+        lambda: (h := hooks()).keys() >= {limited.id, cancelled.id, killed.id} and h,
+        what="the three job_failed hooks",
+    )
+    assert seen[limited.id]["error"] == "JobKilled"
+    assert seen[limited.id]["outcome"] == "time_limit_exceeded"
+    assert seen[cancelled.id]["outcome"] == "cancelled"
+    assert seen[killed.id]["outcome"] == "killed"
+    assert seen[killed.id]["attempt"] == 1
+    workers = {w.pid for w in daemon.workers()}
+    assert not {e["pid"] for e in seen.values()} & workers, "run in a child, not a worker"
+
+
 def test_cpu_time_limit_ends_in_sigxcpu(daemon: Daemon) -> None:
     daemon.start()
     job = daemon.client().enqueue(f"{R}:burns_cpu")

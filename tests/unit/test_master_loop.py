@@ -111,6 +111,7 @@ class FakeTemplate:
         self.ours.setblocking(False)
         self.workers: dict[int, FakeWorker] = {}  # the latest fork of each slot
         self.forks: list[int] = []  # every fork request, by slot
+        self.failed_hooks: list[dict[str, Any]] = []  # attempts ended outside their job
 
     def fileno(self) -> int:
         return self.ours.fileno()
@@ -131,6 +132,9 @@ class FakeTemplate:
         self.workers[slot] = FakeWorker(worker_end, slot)
         self.forks.append(slot)
         return Channel(master_end)
+
+    def run_failed_hooks(self, ended: dict[str, Any]) -> None:
+        self.failed_hooks.append(ended)
 
     def stop(self) -> None:
         self.ours.close()
