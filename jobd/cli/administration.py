@@ -7,7 +7,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from jobd import exitcodes
@@ -48,8 +47,6 @@ def db_upgrade(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     store = open_store(settings.jobd.database, sqlite_synchronous=settings.store.sqlite_synchronous)
     try:
-        if store.database_path:
-            Path(store.database_path).parent.mkdir(parents=True, exist_ok=True)
         before, after = store.upgrade()
     finally:
         store.close()
