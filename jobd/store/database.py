@@ -33,8 +33,10 @@ line; on SQLite a failure on a full disk says so.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,8 +102,11 @@ class Database:
 
     def _connect(self) -> Connection:
         path = self.path
-        if path and not self.create and not os.path.exists(path):
-            raise SchemaError(f"{path} does not exist: create it with `jobd db upgrade`")
+        if path and not os.path.exists(path):
+            if not self.create:
+                raise SchemaError(f"{path} does not exist: create it with `jobd db upgrade`")
+            if path != ":memory:" and not path.startswith("file:"):
+                self._create_file(path)
         try:
             conn = self.engine.connect()
         except SQLAlchemyError as exc:
@@ -109,6 +114,32 @@ class Database:
         self._local.conn = conn
         self._local.raw = None
         return conn
+
+    def _create_file(self, path: str) -> None:
+        """Create the empty SQLite file readable by its owner only (0600), or also
+        by the directory's group where the directory is shared (setgid): 0660.
+
+        SQLite would create it 0644 less the umask, and gives the -wal and -shm
+        files the mode of the database file: jobs' arguments and results must
+        not be readable by every user of the host. An empty file is an empty
+        database to SQLite.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            shared = os.stat(directory).st_mode & stat.S_ISGID
+        except OSError:
+            return  # SQLite's own error says what is wrong with the directory
+        mode = 0o660 if shared else 0o600
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            return  # created meanwhile by another process: its mode stands
+        except OSError as exc:
+            raise StoreError(f"cannot create {path}: {self.reason(exc)}") from None
+        try:
+            os.fchmod(fd, mode)  # exactly this mode, whatever the umask
+        finally:
+            os.close(fd)
 
     def sqlite_connection(self) -> SQLiteConnection:
         """The thread's kept SQLite DBAPI connection, armed for one transaction.
@@ -258,6 +289,8 @@ def _disk_full(path: str, exc: Exception) -> bool:
     when it cannot grow its -shm or -wal file, and "database or disk is full"
     when a page write fails, so the file system is asked (only on failure)."""
     error = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
     if not isinstance(error, sqlite3.OperationalError):
         return False
     if getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL:
