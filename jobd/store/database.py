@@ -258,12 +258,18 @@ class Database:
         from jobd.store.migrate import upgrade
 
         self.create = True  # the one operation that may create the database
-        if self.path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        if self.path and self.path != ":memory:" and not self.path.startswith("file:"):
+            directory = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from None
         conn = self.connection()
         arm(conn, True, self.timeout)
         try:
             return upgrade(conn)
+        except SchemaError as exc:
+            raise SchemaError(f"{self.describe()}: {exc}") from None
         except SQLAlchemyError as exc:
             raise self.failure(exc) from None
 

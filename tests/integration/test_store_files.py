@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobd.store import open_store
-from jobd.store.contract import Store
+from jobd.store.contract import Store, StoreError
 from tests.integration.jobs import new_job
 
 
@@ -67,3 +67,15 @@ def test_an_existing_databases_mode_is_left_as_it_is(tmp_path: Path) -> None:
         assert modes(database)["jobd.db"] == 0o640
     finally:
         store.close()
+
+
+def test_upgrade_makes_the_databases_directory_or_says_why_not(tmp_path: Path) -> None:
+    made = open_store(f"sqlite:///{tmp_path / 'new' / 'dir' / 'jobd.db'}")
+    made.upgrade()
+    made.close()
+    assert (tmp_path / "new" / "dir" / "jobd.db").is_file()
+    (tmp_path / "file").write_text("")
+    blocked = open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'jobd.db'}")
+    with pytest.raises(StoreError, match=r"cannot create .*file/sub: Not a directory"):
+        blocked.upgrade()
+    blocked.close()
