@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from jobd.records import Attempt, JobState, Settle
 from jobd.store import open_store
-from jobd.store.records import INSERT_NAMES
+from jobd.store.rows import INSERT_NAMES
 from jobd.store.sql import SQLStore
 
 SCRATCH_PG = "jobd_claim_scale"
@@ -48,18 +48,18 @@ def fill(store: SQLStore, backlog: int, now: float) -> None:
         )
     else:
         source = f"INSERT INTO jobs ({columns}) SELECT {select} FROM generate_series(1, :n) AS n"
-    with store.engine.begin() as conn:
+    with store.db.engine.begin() as conn:
         conn.execute(text(source), {"n": backlog})
     if store.dialect == "postgresql":
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE jobs"))
 
 
 def plan(store: SQLStore, now: float) -> str:
-    statement = store._claim_statement(("default",))
+    statement = store.claims.statement(("default",))
     if store.dialect == "sqlite":
         explain, params = f"EXPLAIN QUERY PLAN {statement.sql}", statement.bind((now, 1, 1))
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             assert raw is not None
             rows = raw.execute(explain, params).fetchall()
@@ -69,7 +69,7 @@ def plan(store: SQLStore, now: float) -> str:
         "SELECT id FROM jobs WHERE state = 'queued' AND queue = 'default' AND run_at <= :now "
         "ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         rows = conn.execute(text(f"EXPLAIN {candidates}"), {"now": now}).fetchall()
     return "\n".join(f"    {row[0]}" for row in rows)
 
@@ -96,7 +96,7 @@ def measure(store: SQLStore, claims: int, now: float) -> list[float]:
 
 def scratch_postgres(url: str) -> str:
     admin = open_store(url)
-    with admin.engine.connect() as plain:
+    with admin.db.engine.connect() as plain:
         conn = plain.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text(f"DROP DATABASE IF EXISTS {SCRATCH_PG}"))
         conn.execute(text(f"CREATE DATABASE {SCRATCH_PG}"))

@@ -117,7 +117,7 @@ def _succeeded(store: object) -> int:
 def _span(store: object) -> tuple[float, float]:
     from sqlalchemy import text
 
-    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+    with store.db.engine.connect() as conn:  # type: ignore[attr-defined]
         first, last = conn.execute(
             text("SELECT min(started_at), max(finished_at) FROM attempts")
         ).one()

@@ -7,7 +7,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from jobd import exitcodes
@@ -15,7 +14,6 @@ from jobd.cli.common import UsageError, load_settings, open_client
 from jobd.cli.output import print_json
 from jobd.maintenance import DAY, delete_old
 from jobd.settings import Settings
-from jobd.store.contract import StoreError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,12 +47,6 @@ def db_upgrade(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     store = open_store(settings.jobd.database, sqlite_synchronous=settings.store.sqlite_synchronous)
     try:
-        if store.database_path:
-            directory = Path(store.database_path).parent
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from None
         before, after = store.upgrade()
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""The durable job store: its contract (`base`) and SQL implementation (`sql`).
+"""The durable job store: its contract (`contract`) and SQL implementation (`sql`).
 
 `open_store` is the one place that picks the implementation; importing this
 package does not import SQLAlchemy.
@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jobd.store.sql import SQLStore
+    from jobd.store.contract import Store
 
 
 def open_store(
     url: str, *, timeout: float = 30.0, sqlite_synchronous: str = "normal", create: bool = False
-) -> SQLStore:
+) -> Store:
     """The store for `url`; a SQLite file is created only by `upgrade()` or `create=True`."""
     from jobd.store.sql import SQLStore
 

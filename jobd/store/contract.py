@@ -1,8 +1,9 @@
 """The store contract: what jobd asks of its database, method by method.
 
-The master, the client and the CLI are typed against `Store`; the SQL
-implementation (`jobd.store.sql`) keeps every statement and every dialect
-difference under `jobd/store/`, and `jobd.store.memory` is an in-memory
+The master, the client and the CLI are typed against `Store`
+(`jobd.store.open_store` returns one); the SQL implementation
+(`jobd.store.sql` and the statement modules beside it) keeps every
+statement and every dialect difference under `jobd/store/`, and `jobd.store.memory` is an in-memory
 one for tests. The records the methods take and return are the domain
 records of `jobd.records`.
 """
@@ -26,6 +27,7 @@ from jobd.records import (
     Pulse,
     QueueLoad,
     QueueStats,
+    RoutineStats,
     ScheduleProgress,
     ScheduleState,
     Settle,
@@ -75,13 +77,18 @@ class Store(Protocol):
     """What jobd needs from a database. Every call is bounded by the store's timeout."""
 
     url: str
+    dialect: str  # "sqlite" or "postgresql": retention pauses between batches on SQLite
+
+    def describe(self) -> str:
+        """The database, for messages (no password)."""
 
     # -- schema
     def check_schema(self) -> None:
         """Raise SchemaError unless the schema is at this jobd's revision."""
 
     def upgrade(self) -> tuple[str | None, str]:
-        """Migrate the schema to the head revision; return (before, after)."""
+        """Migrate the schema to the head revision, creating the database if need be
+        (a SQLite file and its directory); return (before, after)."""
 
     # -- producers
     def enqueue(self, jobs: list[NewJob], connection: Any = None) -> list[EnqueueResult]:
@@ -161,7 +168,12 @@ class Store(Protocol):
 
     def cancel(self, job_id: int, now: float) -> Job: ...
 
-    def queue_stats(self) -> list[QueueStats]: ...
+    def queue_stats(self, now: float | None = None) -> list[QueueStats]:
+        """Jobs per queue and state, and each queue's oldest queued job (ready by
+        `now`, when given)."""
+
+    def routine_stats(self, since: float, routine: str | None = None) -> list[RoutineStats]:
+        """Per routine (or just `routine`), the attempts that finished since `since`."""
 
     def nodes(self, include_stopped: bool = False) -> list[NodeInfo]: ...
 
@@ -197,7 +209,7 @@ class Store(Protocol):
         for the new jobs after the commit.
         """
 
-    # -- retention and health (jobd/store/maintenance.py)
+    # -- retention and health (jobd/store/retention.py)
     def delete_finished(self, state: str, before: float, limit: int) -> tuple[int, int]:
         """Delete up to `limit` jobs in the finished `state` whose `finished_at` is
         before `before`, oldest first, and their attempts, in one transaction;

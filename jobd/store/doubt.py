@@ -28,15 +28,14 @@ SQLite needs none of this: a failed COMMIT there did not commit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
 from jobd.records import Claim, JobState, Settle
+from jobd.store.database import Database
 from jobd.store.schema import jobs
-
-if TYPE_CHECKING:
-    from jobd.store.sql import SQLStore
+from jobd.store.writes import Writes
 
 
 @dataclass
@@ -47,18 +46,18 @@ class Doubt:
     committed: bool | None = None  # the verdict, once reached
 
 
-def resolve(store: SQLStore, doubt: Doubt) -> Doubt:
+def resolve(db: Database, writes: Writes, doubt: Doubt) -> Doubt:
     """Reach the verdict and put back what the doubtful exchange claimed.
 
     Returns the resolved doubt; raises StoreError (the doubt stays) when the
     store cannot be asked yet.
     """
-    with store._transaction() as conn:
+    with db.transaction() as conn:
         if doubt.committed is None:
             doubt.committed = _committed(conn, doubt)
         if doubt.committed and doubt.claims:
             back = [Settle(c.id, JobState.QUEUED, None, uncount=True) for c in doubt.claims]
-            store._apply_settles(conn, conn.connection.dbapi_connection, doubt.node_id, back)
+            writes.apply_settles(conn.connection.dbapi_connection, doubt.node_id, back)
     return doubt
 
 

@@ -4,10 +4,11 @@ Settling attempts, recording them and claiming jobs run for every job the
 daemon processes. Through `Connection.execute`, SQLAlchemy builds and
 processes a parameter dict per row and dispatches events per statement:
 profiled at 40% of the master's time at 3,700 jobs/s. Here each statement
-is still declared once with SQLAlchemy Core (sql.py) and compiled by the
-engine's dialect, but executed on the cursor of the same connection and
-transaction, with each row's parameters put in the compiled order by one
-C-level `itemgetter` call. Only these statements take this path.
+is still declared once with SQLAlchemy Core (writes.py, claims.py) and
+compiled by the engine's dialect, but executed on the driver's cursor in
+the transaction `Database.write` opens, with each row's parameters put in
+the compiled order by one C-level `itemgetter` call. Only the enqueue,
+settle, record and claim statements take this path.
 
 Measured on SQLite (CPU per job, settle + record + claim + commit, 22 jobs
 per transaction): SQLite's own floor 31-38 us; through Connection.execute

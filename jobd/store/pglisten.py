@@ -1,6 +1,6 @@
 """Waking masters at once on PostgreSQL: LISTEN/NOTIFY, watched for silent death.
 
-Producers send `NOTIFY` in the transaction that inserts the jobs (sql.py),
+Producers send `NOTIFY` in the transaction that inserts the jobs (writes.py),
 so PostgreSQL delivers it at commit, also when the job is enqueued in the
 application's own transaction. The payload is the SQLite datagram's:
 `<earliest run_at> <queue>[,<queue>...]`. The channel is named after the

@@ -1,41 +1,42 @@
 """What people and scripts ask of the store: jobs, their attempts, and counts.
 
-A mixin of `SQLStore` (store/sql.py), which provides the connection, the
-transactions and the wake-ups; the master's hot path is not here.
+`Queries` is held by `SQLStore` (store/sql.py), which hands it the
+`Database` its statements run in, the `Writes` whose NOTIFY it sends on
+PostgreSQL, and the store's wake-up for SQLite's masters. The master's hot
+path is not here (sql.py, writes.py, claims.py).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 
-from sqlalchemy import Connection, case, func, literal_column, select, update
+from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobd.records import Attempt, Job, JobState, QueueLoad, QueueStats, RoutineStats, percentile
 from jobd.store import schema
+from jobd.store.claims import IS_QUEUED
 from jobd.store.contract import InvalidTransition, JobNotFound
-from jobd.store.records import job_from_row
+from jobd.store.database import Database
+from jobd.store.rows import job_from_row
+from jobd.store.writes import Writes
 
 jobs, attempts = schema.jobs, schema.attempts
-IS_QUEUED = jobs.c.state == literal_column("'queued'")
 
 
 class Queries:
     """Reads, and the changes people make (retry, cancel)."""
 
-    dialect: str
-
-    def _transaction(self, write: bool = True) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _notify(self, conn: Connection, queues: set[str], earliest_run_at: float) -> None:
-        raise NotImplementedError
-
-    def wake(self, queues: set[str], earliest_run_at: float) -> None:
-        raise NotImplementedError
+    def __init__(
+        self, db: Database, writes: Writes, wake: Callable[[set[str], float], None]
+    ) -> None:
+        self._db = db
+        self._writes = writes
+        self._wake = wake
+        self._postgres = db.dialect == "postgresql"
 
     def get_job(self, job_id: int) -> Job:
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         if row is None:
             raise JobNotFound(job_id)
@@ -55,12 +56,12 @@ class Queries:
             stmt = stmt.where(jobs.c.queue == queue)
         if routine is not None:
             stmt = stmt.where(jobs.c.routine == routine)
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             return [job_from_row(row) for row in conn.execute(stmt)]
 
     def job_attempts(self, job_id: int) -> list[Attempt]:
         columns = [c for c in attempts.c if c.name != "id"]
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             rows = conn.execute(
                 select(*columns).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
             )
@@ -68,7 +69,7 @@ class Queries:
 
     def retry(self, job_id: int, now: float) -> Job:
         """Put a failed or cancelled job back in its queue with fresh attempts."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             job = self._get_for_update(conn, job_id)
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise InvalidTransition(
@@ -95,14 +96,14 @@ class Queries:
                 raise InvalidTransition(
                     f"job {job_id}: a queued or running job already has its unique key"
                 ) from None
-            if self.dialect == "postgresql":
-                self._notify(conn, {job.queue}, now)
-        self.wake({job.queue}, now)
+            if self._postgres:
+                self._writes.notify(conn.connection.dbapi_connection, {job.queue}, now)
+        self._wake({job.queue}, now)
         return self.get_job(job_id)
 
     def cancel(self, job_id: int, now: float) -> Job:
         """Cancel a queued job; for a running one, record the request for its master."""
-        with self._transaction() as conn:
+        with self._db.transaction() as conn:
             job = self._get_for_update(conn, job_id)
             if job.state == JobState.QUEUED:
                 conn.execute(
@@ -120,7 +121,7 @@ class Queries:
 
     def _get_for_update(self, conn: Connection, job_id: int) -> Job:
         stmt = select(jobs).where(jobs.c.id == job_id)
-        if self.dialect == "postgresql":
+        if self._postgres:
             stmt = stmt.with_for_update()
         row = conn.execute(stmt).first()
         if row is None:
@@ -132,7 +133,7 @@ class Queries:
     ) -> dict[str, QueueLoad]:
         """Per queue: queued and ready jobs and the oldest ready one, each read capped."""
         loads = {}
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             for queue in queues:
                 rows = (
                     select(jobs.c.run_at)
@@ -153,7 +154,7 @@ class Queries:
     def count_queued(self, queues: tuple[str, ...], cap: int = 100_000) -> int:
         """Queued jobs in `queues`, counted up to `cap` (an index range, never a scan)."""
         capped = select(jobs.c.id).where(IS_QUEUED, jobs.c.queue.in_(queues)).limit(cap).subquery()
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
 
     def routine_stats(self, since: float, routine: str | None = None) -> list[RoutineStats]:
@@ -168,7 +169,7 @@ class Queries:
         outcomes: dict[str, dict[str, int]] = {}
         peaks: dict[str, int] = {}
         cpu: dict[str, float] = {}
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             for name, outcome, started, finished, rss, seconds in conn.execute(stmt):
                 counts = outcomes.setdefault(name, {})
                 counts[outcome] = counts.get(outcome, 0) + 1
@@ -202,7 +203,7 @@ class Queries:
         ready = select(jobs.c.queue, func.min(jobs.c.run_at)).where(IS_QUEUED)
         if now is not None:
             ready = ready.where(jobs.c.run_at <= now)
-        with self._transaction(write=False) as conn:
+        with self._db.transaction(write=False) as conn:
             for queue, state, count in conn.execute(
                 select(jobs.c.queue, jobs.c.state, func.count()).group_by(
                     jobs.c.queue, jobs.c.state

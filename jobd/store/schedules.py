@@ -7,23 +7,23 @@ PostgreSQL it waits for the first transaction and then does nothing). The
 job is inserted only when its fire was, in the same transaction, so a
 fire and its job exist together or not at all.
 
-These are methods of `SQLStore` (sql.py delegates here) written as
-functions of the store, to keep sql.py a file one can read in one sitting.
+The statements run in the `Database`'s transactions, the fires' jobs are
+inserted through `Writes` (writes.py); `SQLStore` (sql.py) calls these
+functions and wakes the masters after the commit.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobd.records import Fire, FiredJob, ScheduleProgress, ScheduleState
+from jobd.store.database import Database
 from jobd.store.schema import jobs, schedule_fires, schedules
-
-if TYPE_CHECKING:
-    from jobd.store.sql import SQLStore
+from jobd.store.writes import Writes
 
 
 def definition_text(definition: dict[str, Any]) -> str:
@@ -32,7 +32,7 @@ def definition_text(definition: dict[str, Any]) -> str:
 
 
 def sync_schedules(
-    store: SQLStore,
+    db: Database,
     definitions: dict[str, dict[str, Any]],
     next_fires: dict[str, float | None],
     now: float,
@@ -47,10 +47,10 @@ def sync_schedules(
         }
         for name in sorted(definitions)  # one lock order for every master
     ]
-    with store._transaction() as conn:
+    with db.transaction() as conn:
         conn.execute(delete(schedules).where(schedules.c.name.not_in(sorted(definitions))))
         if rows:
-            conn.execute(_upsert(store.dialect), rows)
+            conn.execute(_upsert(db.dialect), rows)
 
 
 def _upsert(dialect: str) -> Any:
@@ -72,13 +72,13 @@ def _upsert(dialect: str) -> Any:
     )
 
 
-def schedule_states(store: SQLStore) -> list[ScheduleState]:
+def schedule_states(db: Database) -> list[ScheduleState]:
     stmt = (
         select(schedules, jobs.c.state)
         .select_from(schedules.outerjoin(jobs, jobs.c.id == schedules.c.last_job_id))
         .order_by(schedules.c.name)
     )
-    with store._transaction(write=False) as conn:
+    with db.transaction(write=False) as conn:
         return [
             ScheduleState(
                 name=row.name,
@@ -95,18 +95,19 @@ def schedule_states(store: SQLStore) -> list[ScheduleState]:
 
 
 def fire_schedules(
-    store: SQLStore,
+    db: Database,
+    writes: Writes,
     node_id: int | None,
     fires: list[Fire],
     progress: list[ScheduleProgress],
     now: float,
 ) -> list[FiredJob]:
     fired: list[FiredJob] = []
-    with store._transaction() as conn:
+    with db.transaction() as conn:
         # One lock order for every master (PostgreSQL waits on a conflicting
         # fire until its inserter commits): fires, then schedule rows, sorted.
         for fire in sorted(fires, key=lambda f: (f.schedule, f.fire_at)):
-            job_id = _insert_fire(store, conn, fire, node_id, now)
+            job_id = _insert_fire(db.dialect, writes, conn, fire, node_id, now)
             if job_id is not None:
                 fired.append(FiredJob(fire.schedule, fire.fire_at, job_id, fire.job.queue))
         for step in sorted(progress, key=lambda p: p.name):
@@ -116,16 +117,14 @@ def fire_schedules(
             latest[done.schedule] = done  # fires are in order: the last one wins
         for name in sorted(latest):
             _record_last(conn, latest[name])
-    if fired:
-        store.wake({f.queue for f in fired}, min(f.fire_at for f in fired))
     return fired
 
 
 def _insert_fire(
-    store: SQLStore, conn: Connection, fire: Fire, node_id: int | None, now: float
+    dialect: str, writes: Writes, conn: Connection, fire: Fire, node_id: int | None, now: float
 ) -> int | None:
     """The new job's id, or None when the fire was already there."""
-    insert = sqlite.insert if store.dialect == "sqlite" else postgresql.insert
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
     stmt = (
         insert(schedule_fires)
         .values(schedule=fire.schedule, fire_at=fire.fire_at, node_id=node_id, inserted_at=now)
@@ -134,7 +133,7 @@ def _insert_fire(
     )
     if conn.execute(stmt).first() is None:
         return None
-    job_id = store._insert(conn, [fire.job])[0].job.id
+    job_id = writes.insert(conn, [fire.job])[0].job.id
     conn.execute(
         update(schedule_fires)
         .where(schedule_fires.c.schedule == fire.schedule, schedule_fires.c.fire_at == fire.fire_at)

@@ -89,7 +89,7 @@ def test_a_single_enqueue_notifies_and_leaves_the_connection_transactional(
     assert wakeups(listener) == [(NOW + 2, ["one"])]
     assert store.get_job(result.job.id).queue == "one"
     # It runs as one autocommit statement; the connection is back to transactions.
-    raw = store._connection().connection.dbapi_connection
+    raw = store.db.connection().connection.dbapi_connection
     assert raw is not None and raw.autocommit is False
     assert quiet(listener)
 
@@ -200,7 +200,7 @@ def test_a_connection_terminated_while_idle_is_replaced_before_use(
 ) -> None:
     node = store.register_node("n", "h", 1, NOW)
     store.enqueue([new_job()])
-    raw = store._connection().connection.dbapi_connection
+    raw = store.db.connection().connection.dbapi_connection
     assert isinstance(raw, psycopg.Connection)
     pid = raw.info.backend_pid
     admin.execute("SELECT pg_terminate_backend(%s)", (pid,))

@@ -412,7 +412,7 @@ def test_a_runaway_sqlite_statement_is_stopped_at_the_timeout(sqlite_url: str) -
         started = time.monotonic()
         with (
             pytest.raises(StoreError, match="ran past the store timeout"),
-            quick._sqlite_write() as raw,
+            quick.db.write() as raw,
         ):
             raw.execute(endless)
         assert 0.25 < time.monotonic() - started < 3.0

@@ -326,11 +326,6 @@ def describe_cycle(cycle: list[str], graph: Mapping[str, list[Edge]]) -> str:
     return " -> ".join([*steps, cycle[-1]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store's statement modules (doubt, maintenance, nodes, schedules) <-> store.sql"
-    " cycles are being removed (issue 15); strict, so this marker goes when they do",
-)
 def test_no_import_cycle(graph: dict[str, list[Edge]]) -> None:
     cycles = [describe_cycle(cycle, graph) for cycle in find_cycles(graph)]
     assert not cycles, "import cycles in jobd/:\n" + "\n".join(cycles)

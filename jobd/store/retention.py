@@ -1,4 +1,5 @@
-"""Retention and health statements (methods of `SQLStore`, see sql.py).
+"""Retention and health statements, run in the `Database`'s transactions
+(`SQLStore.delete_finished`, `delete_fires` and `health_facts` call them).
 
 Retention deletes in small transactions: on SQLite every write holds the
 one write lock, and the master's claims wait behind it. Each batch reads
@@ -11,7 +12,7 @@ may have raced on PostgreSQL) and then their attempts.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -29,23 +30,21 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from jobd.records import FINISHED_STATES, NOT_FAILURES, RESCUED, HealthFacts, NodeInfo
+from jobd.store.database import Database
 from jobd.store.schema import FINISHED, attempts, jobs, nodes, schedule_fires
-
-if TYPE_CHECKING:
-    from jobd.store.sql import SQLStore
 
 ORPHANS_SHOWN = 100
 
 
-def delete_finished(store: SQLStore, state: str, before: float, limit: int) -> tuple[int, int]:
+def delete_finished(db: Database, state: str, before: float, limit: int) -> tuple[int, int]:
     if state not in FINISHED_STATES:
         raise ValueError(f"{state!r} is not a finished state")
     old = (jobs.c.state == state, jobs.c.finished_at < before)
     chosen: Select[Any] = (
         select(jobs.c.id).where(FINISHED, *old).order_by(jobs.c.finished_at).limit(limit)
     )
-    with store._transaction() as conn:
-        if store.dialect == "sqlite":
+    with db.transaction() as conn:
+        if db.dialect == "sqlite":
             # BEGIN IMMEDIATE: no other writer until COMMIT, so both statements
             # choose the same jobs. Sub-selects keep the statements compiled
             # once: 500 bound ids per statement cost 8 ms of the 12 ms a batch
@@ -70,7 +69,7 @@ def _ids(values: list[int]) -> Any:
     return bindparam(None, values, type_=postgresql.ARRAY(BigInteger))
 
 
-def delete_fires(store: SQLStore, before: float, limit: int) -> int:
+def delete_fires(db: Database, before: float, limit: int) -> int:
     oldest = (
         select(schedule_fires.c.schedule, schedule_fires.c.fire_at)
         .where(schedule_fires.c.fire_at < before)
@@ -78,16 +77,14 @@ def delete_fires(store: SQLStore, before: float, limit: int) -> int:
         .limit(limit)
     )
     key = tuple_(schedule_fires.c.schedule, schedule_fires.c.fire_at)
-    with store._transaction() as conn:
+    with db.transaction() as conn:
         rows = [tuple(row) for row in conn.execute(oldest)]
         if not rows:
             return 0
         return int(conn.execute(delete(schedule_fires).where(key.in_(rows))).rowcount or 0)
 
 
-def health_facts(
-    store: SQLStore, now: float, stale_before: float, window_start: float
-) -> HealthFacts:
+def health_facts(db: Database, now: float, stale_before: float, window_start: float) -> HealthFacts:
     queued = jobs.c.state == literal_column("'queued'")  # literal: the partial index
     running = jobs.c.state == literal_column("'running'")
     dead = (
@@ -102,7 +99,7 @@ def health_facts(
         .order_by(jobs.c.id)
     )
     failed = func.sum(case((attempts.c.outcome.not_in(NOT_FAILURES), 1), else_=0))
-    with store._transaction(write=False) as conn:
+    with db.transaction(write=False) as conn:
         live = [
             NodeInfo(
                 r.id, r.name, r.hostname, r.pid, r.started_at, r.heartbeat_at, r.stopped_at, {}
