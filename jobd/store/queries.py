@@ -68,20 +68,25 @@ class Queries:
             return [Attempt(**row._asdict()) for row in rows]
 
     def retry(self, job_id: int, now: float) -> Job:
-        """Put a failed or cancelled job back in its queue with fresh attempts."""
+        """Put a failed or cancelled job back in its queue with fresh attempts.
+
+        It keeps a run_at still to come (a delayed job cancelled before its time
+        runs then, not at once); a past one becomes now.
+        """
         with self._db.transaction() as conn:
             job = self._get_for_update(conn, job_id)
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 raise InvalidTransition(
                     f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
                 )
+            run_at = max(now, job.run_at)
             try:
                 conn.execute(
                     update(jobs)
                     .where(jobs.c.id == job_id)
                     .values(
                         state="queued",
-                        run_at=now,
+                        run_at=run_at,
                         attempts=0,
                         started_at=None,
                         finished_at=None,
@@ -97,8 +102,8 @@ class Queries:
                     f"job {job_id}: a queued or running job already has its unique key"
                 ) from None
             if self._postgres:
-                self._writes.notify(conn.connection.dbapi_connection, {job.queue}, now)
-        self._wake({job.queue}, now)
+                self._writes.notify(conn.connection.dbapi_connection, {job.queue}, run_at)
+        self._wake({job.queue}, run_at)
         return self.get_job(job_id)
 
     def cancel(self, job_id: int, now: float) -> Job:

@@ -304,6 +304,19 @@ def test_retry_and_cancel_rules(store: SQLStore, node: int) -> None:
         store.retry(10_000, NOW)
 
 
+def test_retrying_a_cancelled_delayed_job_keeps_its_delay(store: SQLStore, node: int) -> None:
+    # It became ready at once, its delay dropped without a word (issue 21 C9).
+    delayed = store.enqueue([new_job(run_at=NOW + 3600)])[0].job.id
+    store.cancel(delayed, NOW)
+    assert store.retry(delayed, NOW + 60).run_at == NOW + 3600
+    assert claim(store, node) == []
+    (c,) = store.exchange(node, [], ("default",), 10, NOW + 3600)
+    assert c.id == delayed
+    due = store.enqueue([new_job()])[0].job.id
+    store.cancel(due, NOW)
+    assert store.retry(due, NOW + 60).run_at == NOW + 60, "a past run_at becomes now"
+
+
 def test_retry_refused_while_its_unique_key_is_live(store: SQLStore, node: int) -> None:
     store.enqueue([new_job(unique_key="u", max_attempts=1)])
     (c,) = claim(store, node)
