@@ -4,6 +4,13 @@
     job = client.enqueue(resize, "/img/1.png", width=640)  # or "app.jobs:resize"
     client.enqueue(resize, "/img/2.png", connection=conn)  # in the app's transaction
 
+A routine given by name is checked, without importing anything: it must be
+imported in this process or registered by the workers in the store (the
+catalog `jobd routines` prints), else UnknownRoutine; the name also brings
+its policy (queue, priority, retries). `Client(..., check_routines=False)`
+enqueues names not known yet (a routine a newer deploy will bring) with
+the default policy.
+
 Keyword arguments named like `enqueue`'s options (queue, priority, delay,
 at, unique_key, max_attempts, connection) are options, not routine
 arguments; pass such arguments through `JobSpec` and `enqueue_many`.
@@ -13,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import gc
-import importlib
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -41,7 +47,22 @@ from jobd.units import parse_duration
 
 
 class UnknownRoutine(ValueError):
-    """No worker registered the routine and it cannot be imported here."""
+    """No worker registered the routine in the store, nor did this process import it."""
+
+    def __init__(self, name: str, anything_registered: bool, hint: str) -> None:
+        self.name = name
+        self.anything_registered = anything_registered
+        super().__init__(unknown_routine_message(name, anything_registered, hint))
+
+
+def unknown_routine_message(name: str, anything_registered: bool, hint: str) -> str:
+    """One line: why `name` is refused, and (`hint`) how to enqueue it all the same."""
+    where = (
+        "no worker has registered it (see `jobd routines`)"
+        if anything_registered
+        else "no worker has registered any routine in this database yet (has `jobd run` started?)"
+    )
+    return f"unknown routine {name!r}: {where}; {hint} enqueues it all the same"
 
 
 @dataclass(frozen=True)
@@ -60,7 +81,11 @@ class JobSpec:
 
 
 class Client:
-    """Talks to the store; safe to share between threads (one connection each)."""
+    """Talks to the store; safe to share between threads (one connection each).
+
+    `check_routines=False` lets `enqueue` take a routine name that neither
+    this process nor any worker has registered (see `resolve`).
+    """
 
     def __init__(
         self,
@@ -69,6 +94,7 @@ class Client:
         config: str | os.PathLike[str] | None = None,
         settings: Settings | None = None,
         timeout: float = 30.0,
+        check_routines: bool = True,
     ) -> None:
         if sum(given is not None for given in (database, config, settings)) > 1:
             # Silently preferring one would send jobs to a database the caller did not name.
@@ -80,6 +106,7 @@ class Client:
                 path, explicit = config_path(None if config is None else str(config), os.environ)
                 settings = load(Path(path), required=explicit)
         self.settings = settings
+        self.check_routines = check_routines
         self.store = open_store(
             settings.jobd.database,
             timeout=timeout,
@@ -198,10 +225,15 @@ class Client:
         )
 
     def resolve(self, routine: str | Routine[Any, Any]) -> tuple[str, Policy]:
-        """A routine's name and effective policy, without running its code.
+        """A routine's name and effective policy, without importing or running any code.
 
-        Looked up, in order: routines imported in this process; the catalog
-        that workers registered in the store; an import of its module.
+        A routine object is its own: its name and policy. A name is looked up
+        in the routines this process has imported itself (a producer that
+        imports its routines module), then in the catalog that the workers
+        registered in the store (what `jobd routines` prints). A name in
+        neither raises UnknownRoutine, unless the client was made with
+        `check_routines=False`: then the job gets the default policy with the
+        config's `[limits]` and `[routines."name"]` (give its queue).
         """
         if isinstance(routine, Routine):
             return routine.name, routine.effective_policy(self.settings)
@@ -215,24 +247,14 @@ class Client:
             self._catalog = {
                 k: policy_from_json(v) for k, v in self.store.routine_policies().items()
             }
+        overrides = self.settings.routines.get(name, {})
         if name in self._catalog:
-            overrides = self.settings.routines.get(name, {})
             return name, self._catalog[name].with_overrides(overrides)
-        return name, self._import(name)
-
-    def _import(self, name: str) -> Policy:
-        module = name.partition(":")[0]
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # any import failure means: not known here
-            raise UnknownRoutine(
-                f"unknown routine {name!r}: no worker has registered it and importing "
-                f"{module!r} failed ({type(exc).__name__}: {exc})"
-            ) from None
-        registered = REGISTRY.get(name)
-        if registered is None:
-            raise UnknownRoutine(f"unknown routine {name!r}: {module!r} does not define it")
-        return registered.effective_policy(self.settings)
+        if not self.check_routines:
+            return name, Policy().with_overrides(self.settings.limit_defaults()).with_overrides(
+                overrides
+            )
+        raise UnknownRoutine(name, bool(self._catalog), "Client(check_routines=False)")
 
     # -- queries and changes -------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Exceptions a routine may meet while it runs."""
+"""Exceptions a routine may meet while it runs, and the worker's refusal of a job."""
 
 from __future__ import annotations
 
@@ -21,3 +21,13 @@ class JobKilled(Exception):
         super().__init__(message)
         self.outcome = outcome  # time_limit_exceeded, memory_limit_exceeded, cancelled, killed, ...
         self.error_type = error_type  # SIGKILL, SIGTERM, WorkerExit, ...
+
+
+class UnregisteredRoutine(LookupError):
+    """A job names a routine that the modules this node loads did not register.
+
+    Workers run only routines registered when they booted (by jobd itself and
+    the modules in `modules`); they never import a module a job names. The
+    master fails such a job at once, without retries: running it again on a
+    node with the same code cannot succeed (`jobd jobs retry` after a deploy).
+    """

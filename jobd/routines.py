@@ -9,7 +9,9 @@
         def failed(self, failure: jobd.JobFailure, email: str) -> None: ...
 
 A routine is named by its import path, `module:qualname`; that name is what
-the store keeps and what workers import. The class form is instantiated
+the store keeps. Workers run a job's routine only if it is registered when
+they boot, by jobd's built-ins or a module listed in `modules`: a name in
+the store never makes a worker import anything. The class form is instantiated
 once per worker (no arguments) and its `run` called per job; `failed` is
 called once, in a worker, when a job has failed for good. A function
 routine gets the same hook with `@resize.on_failure`.
@@ -18,7 +20,7 @@ routine gets the same hook with `@resize.on_failure`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -111,16 +113,33 @@ def routine_name(target: Any) -> str:
 
 
 class Registry:
-    """The routines imported into this process, by name."""
+    """The routines imported into this process, by name.
+
+    A worker template `seal`s the registry once it has imported jobd's
+    built-ins and `modules`: from then on, `booted` answers from that set
+    alone, so a module a job imports while it runs cannot add routines that
+    other jobs then run (a worker never imports a module a job names).
+    """
 
     def __init__(self) -> None:
         self._routines: dict[str, Routine[Any, Any]] = {}
+        self._sealed: dict[str, Routine[Any, Any]] | None = None
+        self.modules: tuple[str, ...] = ()
 
     def add(self, routine: Routine[Any, Any]) -> None:
         self._routines[routine.name] = routine
 
     def get(self, name: str) -> Routine[Any, Any] | None:
         return self._routines.get(name)
+
+    def seal(self, modules: Sequence[str]) -> None:
+        """The routines registered so far, by jobd and `modules`, are those this process runs."""
+        self._sealed = dict(self._routines)
+        self.modules = tuple(modules)
+
+    def booted(self, name: str) -> Routine[Any, Any] | None:
+        """The routine `name` as registered at boot (`seal`), else as registered now."""
+        return (self._routines if self._sealed is None else self._sealed).get(name)
 
     def names(self) -> list[str]:
         return sorted(self._routines)

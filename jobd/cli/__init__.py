@@ -89,6 +89,12 @@ def _add_jobs(
     enqueue.add_argument("--at", help="run at this ISO 8601 time (with a time zone)")
     enqueue.add_argument("--unique-key", help="deduplicate on this key while a job with it is live")
     enqueue.add_argument("--max-attempts", type=int, help="override the routine's max_attempts")
+    enqueue.add_argument(
+        "--no-check",
+        action="store_true",
+        help="enqueue a routine no worker has registered yet (one a newer deploy will bring); "
+        "by default such a name is refused with exit 2",
+    )
 
     group = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
     jobs_sub = group.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)

@@ -22,9 +22,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return load(path, required=explicit)
 
 
-def open_client(args: argparse.Namespace) -> Client:
+def open_client(args: argparse.Namespace, check_routines: bool = True) -> Client:
     """A client on a database whose schema is checked: a missing schema is exit 4, not 1."""
-    client = Client(settings=load_settings(args))
+    client = Client(settings=load_settings(args), check_routines=check_routines)
     try:
         client.store.check_schema()
     except BaseException:

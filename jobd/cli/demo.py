@@ -16,10 +16,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 from jobd.cli.administration import run_master
 from jobd.cli.common import UsageError
 from jobd.client import Client
+from jobd.routines import Routine
 from jobd.settings import Settings, load
 
 CONFIG = """\
@@ -94,18 +96,23 @@ def _start_producer(settings: Settings, rate: float) -> int:
 
 def _produce(settings: Settings, rate: float) -> None:
     """Enqueue a mix of example jobs, `rate` per second, until killed."""
+    # A producer imports the routines it enqueues, as an application does: the
+    # names need no catalog then (the workers may not have registered it yet).
+    from jobd import examples
+
     names = ["ada", "grace", "linus", "barbara", "ken"]
     with Client(settings=settings) as client:
         for n in range(sys.maxsize):
             pick = random.random()
             if pick < 0.4:
-                client.enqueue("jobd.examples:hello", random.choice(names))
+                client.enqueue(examples.hello, random.choice(names))
             elif pick < 0.6:
-                client.enqueue("jobd.examples:add", n, random.randint(1, 100))
+                client.enqueue(examples.add, n, random.randint(1, 100))
             elif pick < 0.8:
-                client.enqueue("jobd.examples:flaky", 0.5)
+                client.enqueue(examples.flaky, 0.5)
             elif pick < 0.95:
-                client.enqueue("jobd.examples:sleep", round(random.uniform(0.1, 2.0), 2))
+                client.enqueue(examples.sleep, round(random.uniform(0.1, 2.0), 2))
             else:
-                client.enqueue("jobd.examples:Report", f"report {n}", fail=random.random() < 0.5)
+                report = cast(Routine[Any, Any], examples.Report)  # a class decorated into one
+                client.enqueue(report, f"report {n}", fail=random.random() < 0.5)
             time.sleep(1.0 / rate)  # a producer's pace, not synchronisation

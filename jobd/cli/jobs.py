@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from typing import Any
 
 from jobd import exitcodes
 from jobd.cli.common import UsageError, open_client
 from jobd.cli.output import age, local_time, print_json, print_table, seconds, size
-from jobd.client import JobSpec, run_at
+from jobd.client import JobSpec, UnknownRoutine, run_at, unknown_routine_message
 from jobd.records import Job
-from jobd.settings import Settings
 
 
 def enqueue(args: argparse.Namespace) -> int:
@@ -24,8 +21,9 @@ def enqueue(args: argparse.Namespace) -> int:
         run_at(0.0, args.delay, args.at)  # validate before touching the store
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    with open_client(args) as client:
-        _use_workers_import_path(client.settings)
+    # The name is checked against the catalog the workers registered, never by
+    # importing it here: that would run code from the working directory.
+    with open_client(args, check_routines=not args.no_check) as client:
         try:
             # A JobSpec: --kwargs are the routine's alone, even one named `queue`.
             spec = JobSpec(
@@ -40,6 +38,10 @@ def enqueue(args: argparse.Namespace) -> int:
                 max_attempts=args.max_attempts,
             )
             (job,) = client.enqueue_many([spec])
+        except UnknownRoutine as exc:
+            raise UsageError(
+                unknown_routine_message(exc.name, exc.anything_registered, "--no-check")
+            ) from None
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
     if args.json:
@@ -47,15 +49,6 @@ def enqueue(args: argparse.Namespace) -> int:
     else:
         print(job.id)
     return exitcodes.OK
-
-
-def _use_workers_import_path(settings: Settings) -> None:
-    """Search modules where workers do (working directory, then `pythonpath`), so a
-    routine no worker has registered yet can be found by importing its module."""
-    for entry in reversed(("", *settings.jobd.pythonpath)):
-        path = entry or os.getcwd()
-        if path not in sys.path:
-            sys.path.insert(0, path)
 
 
 def jobs_list(args: argparse.Namespace) -> int:

@@ -46,7 +46,9 @@ class JobdSection:
     modules: tuple[str, ...] = setting(
         (),
         name_list(module_name, allow_empty=True),
-        "Modules the workers import to register routines (the master never imports them).",
+        "Modules the workers import to register routines (the master never imports them). "
+        "Workers run only the routines these modules and jobd's built-ins register at boot; "
+        "a job naming any other fails at once.",
     )
     pythonpath: tuple[str, ...] = setting(
         (),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobd.errors import UnregisteredRoutine
 from jobd.policy import Policy
 from jobd.records import Attempt, Claim, JobState, NewJob, Settle
 
@@ -15,6 +16,10 @@ FAILED_HOOK_ROUTINE = "jobd.failure:call_failed_hook"
 
 # Outcomes that end a job at once, whatever attempts remain.
 FINAL_OUTCOMES = {"succeeded": JobState.SUCCEEDED, "cancelled": JobState.CANCELLED}
+
+# The error a worker reports for a job whose routine it did not register at
+# boot: another attempt on the same code would fail the same way.
+UNREGISTERED = f"{UnregisteredRoutine.__module__}.{UnregisteredRoutine.__qualname__}"
 
 
 def after_attempt(
@@ -30,7 +35,8 @@ def after_attempt(
 
     Succeeded and cancelled are final; "interrupted" (a drain or stop-now
     killed it) goes back without counting; anything else is retried after
-    the routine's backoff while attempts remain, else the job has failed
+    the routine's backoff while attempts remain (except a routine the worker
+    did not register at boot: failed at once), else the job has failed
     for good and, if the routine has a `failed` hook, a job to run it is
     added in the same transaction.
     """
@@ -39,6 +45,8 @@ def after_attempt(
         return Settle(claim.id, final, attempt, result_json=result_json)
     if attempt.outcome == "interrupted":
         return Settle(claim.id, JobState.QUEUED, attempt, run_at=now, uncount=True)
+    if attempt.outcome == "error" and attempt.error_type == UNREGISTERED:
+        return Settle(claim.id, JobState.FAILED, attempt)  # no retries, no failed hook to run
     if claim.attempt < claim.max_attempts:
         delay = policy.retry_delay_for(claim.attempt, rand)
         return Settle(claim.id, JobState.QUEUED, attempt, run_at=now + delay)

@@ -11,7 +11,6 @@ child ("horse", worker/horse.py). The result goes back as JSON text.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import re
@@ -21,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from jobd.errors import JobTerminated, JobTimeout
+from jobd.errors import JobTerminated, JobTimeout, UnregisteredRoutine
 from jobd.hooks import JobContext, WorkerInfo, registered_hooks, set_current_job
 from jobd.payload import dumps
 from jobd.policy import Policy
@@ -36,23 +35,14 @@ MAX_MESSAGE = 4000
 MAX_TRACEBACK = 32000
 
 
-class UnknownRoutineError(LookupError):
-    """The job names a routine this worker cannot find."""
-
-
 def find_routine(name: str) -> Routine[Any, Any]:
-    registered = REGISTRY.get(name)
+    """The routine registered at boot under `name`; never an import of what a job names."""
+    registered = REGISTRY.booted(name)
     if registered is None:
-        module = name.partition(":")[0]
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise UnknownRoutineError(
-                f"routine {name!r} is not registered and {module!r} cannot be imported: {exc}"
-            ) from None
-        registered = REGISTRY.get(name)
-        if registered is None:
-            raise UnknownRoutineError(f"routine {name!r} is not defined in {module!r}")
+        raise UnregisteredRoutine(
+            f"routine {name!r} is not registered by the modules this node loads "
+            f"(modules = {list(REGISTRY.modules)!r})"
+        )
     return registered
 
 
@@ -96,7 +86,7 @@ class Runner:
         job = context(message, self.worker)
         try:
             routine = find_routine(job.routine)
-        except UnknownRoutineError as exc:
+        except UnregisteredRoutine as exc:
             now = time.time()
             return failure_reply(job, exc, now, now, 0.0, METER.peak())
         policy = self.policy(routine)

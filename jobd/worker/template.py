@@ -91,6 +91,8 @@ def load_application(settings: Settings) -> dict[str, dict[str, Any]]:
         sys.path.append(os.getcwd())
     for module in (*BUILTIN_MODULES, *settings.jobd.modules):
         importlib.import_module(module)
+    # What the workers run, now and for good: a job never imports anything.
+    REGISTRY.seal(settings.jobd.modules)
     catalog = REGISTRY.catalog(settings)
     for name, policy in catalog.items():
         registered = REGISTRY.get(name)

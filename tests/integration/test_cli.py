@@ -138,8 +138,19 @@ def schema_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "jobd.db"
     store = open_store(f"sqlite:///{path}")
     store.upgrade()
+    # What the workers of this config (modules = ["jobd.examples"]) register at
+    # boot: `jobd enqueue` checks names against it.
+    store.register_routines(examples_catalog(), time.time())
     store.close()
     return path
+
+
+def examples_catalog() -> dict[str, dict[str, Any]]:
+    return {
+        name: policy
+        for name, policy in REGISTRY.catalog(None).items()
+        if name.startswith(f"{jobd.examples.__name__}:")
+    }
 
 
 @pytest.fixture
@@ -313,18 +324,53 @@ def test_enqueue_at(cli: Jobd) -> None:
     assert job["run_at"] == "2030-01-01T00:00:00.000Z"
 
 
-@pytest.mark.parametrize("where", ["pythonpath", "working directory"])
-def test_enqueue_finds_a_routine_no_worker_registered_yet(cli: Jobd, where: str) -> None:
-    # Before `jobd run` has filled the catalog, enqueue imports the routine's
-    # module from where the workers would: the working directory, then pythonpath.
-    source = cli.workdir / "src" if where == "pythonpath" else cli.workdir
-    source.mkdir(exist_ok=True)
-    (source / "myapp_jobs.py").write_text(
-        "import jobd\n\n@jobd.routine(queue='app', max_attempts=7)\ndef work(n):\n    return n\n"
+def plant(directory: Path, marker: Path) -> None:
+    """app.py in `directory`: importing it would write `marker` (and register app:resize)."""
+    directory.mkdir(exist_ok=True)
+    (directory / "app.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "import jobd\n\n@jobd.routine(queue='app', max_attempts=7)\ndef resize(n):\n    return n\n"
     )
+
+
+@pytest.mark.parametrize("where", ["working directory", "pythonpath"])
+def test_enqueue_never_imports_the_routine_it_names(cli: Jobd, where: str) -> None:
+    # It imported app.py from the caller's working directory, with the caller's
+    # privileges (issue 21 A2). A name is checked against the workers' catalog.
+    marker = cli.workdir / "imported"
+    plant(cli.workdir / "src" if where == "pythonpath" else cli.workdir, marker)
     write_config(cli.config, "sqlite:///jobd.db", '\npythonpath = ["src"]\n')
-    job = cli.ok("enqueue", "myapp_jobs:work", "--args", "[1]", "--json").json()
-    assert (job["routine"], job["queue"], job["max_attempts"]) == ("myapp_jobs:work", "app", 7)
+    result = cli("enqueue", "app:resize", "--args", "[1]")
+    assert_fails(
+        result, exitcodes.USAGE, "unknown routine 'app:resize'", "no worker has registered it",
+        "`jobd routines`", "--no-check",
+    )  # fmt: skip
+    assert not marker.exists()
+    assert cli.count_jobs() == 0
+
+
+def test_enqueue_before_any_worker_registered_says_so(cli: Jobd) -> None:
+    with sqlite3.connect(cli.database) as conn:
+        conn.execute("DELETE FROM routines")
+    assert_fails(
+        cli("enqueue", HELLO), exitcodes.USAGE, "no worker has registered any routine", "jobd run"
+    )
+    assert cli.count_jobs() == 0
+
+
+def test_enqueue_no_check_takes_a_name_no_worker_registered_yet(cli: Jobd) -> None:
+    # For a routine a newer deploy will bring: enqueued with the default policy
+    # and the options given, and still nothing imported.
+    marker = cli.workdir / "imported"
+    plant(cli.workdir, marker)
+    job = cli.ok(
+        "enqueue", "app:resize", "--no-check", "--args", "[1]", "--queue", "app", "--json"
+    ).json()
+    assert (job["routine"], job["queue"], job["args"], job["state"]) == (
+        "app:resize", "app", [1], "queued",
+    )  # fmt: skip
+    assert not marker.exists()
+    assert cli.count_jobs() == 1
 
 
 # -- jobs ----------------------------------------------------------------------
@@ -421,11 +467,7 @@ def test_status_of_an_empty_database(cli: Jobd) -> None:
 
 
 def test_routines(cli: Jobd, client: Client) -> None:
-    catalog = {
-        name: policy
-        for name, policy in REGISTRY.catalog(None).items()
-        if name.startswith(f"{jobd.examples.__name__}:")
-    }
+    catalog = examples_catalog()
     client.store.register_routines(catalog, time.time())
     lines = cli.ok("routines").stdout.splitlines()
     assert lines[0].split()[:3] == ["ROUTINE", "QUEUE", "PRIORITY"]
@@ -497,7 +539,7 @@ USAGE, FAILURE, SCHEMA = exitcodes.USAGE, exitcodes.FAILURE, exitcodes.SCHEMA
         (["enqueue", HELLO, "--queue", "bad queue"], USAGE, "is not a queue name"),
         (["enqueue", HELLO, "--max-attempts", "0"], USAGE, "max_attempts: 0 is below"),
         (["enqueue", HELLO, "--priority", "9999999999"], USAGE, "is above the maximum"),
-        (["enqueue", "jobd.examples:nope"], USAGE, "'jobd.examples' does not define it"),
+        (["enqueue", "jobd.examples:nope"], USAGE, "unknown routine 'jobd.examples:nope'"),
         (["enqueue", "no_such_package.jobs:work"], USAGE, "unknown routine"),
         (["jobs", "list", "--limit", "0"], USAGE, "--limit must be at least 1"),
         (["jobs", "list", "--limit", "9" * 25], USAGE, "out of range for a count"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
 import sys
@@ -17,6 +18,7 @@ from sqlalchemy import text
 
 import jobd
 from jobd import Client, JobSpec, UnknownRoutine
+from jobd.policy import Policy
 from jobd.records import Attempt, JobState, Settle
 from jobd.settings import JobdSection, Settings
 from jobd.store import open_store
@@ -94,10 +96,14 @@ def lazy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def test_enqueue_by_name_imports_the_module(client: Client, lazy_module: str) -> None:
+def test_enqueue_by_name_never_imports_the_module(client: Client, lazy_module: str) -> None:
+    # It imported it (issue 21 A2): a name is code only once the producer imports it.
     assert lazy_module not in sys.modules
+    with pytest.raises(UnknownRoutine, match="unknown routine"):
+        client.enqueue(f"{lazy_module}:found_by_import", 3)
+    assert lazy_module not in sys.modules
+    importlib.import_module(lazy_module)  # what a producer does with its routines module
     job = client.enqueue(f"{lazy_module}:found_by_import", 3)
-    assert lazy_module in sys.modules
     assert job.routine == f"{lazy_module}:found_by_import"
     assert (job.queue, job.priority, job.max_attempts, job.args) == ("lazy", -4, 6, [3])
 
@@ -147,8 +153,8 @@ def test_options_override_the_policy(client: Client) -> None:
 @pytest.mark.parametrize(
     ("name", "error", "message"),
     [
-        ("no_such_package.jobs:work", UnknownRoutine, "importing 'no_such_package.jobs' failed"),
-        ("tests.integration.client_routines:missing", UnknownRoutine, "does not define it"),
+        ("no_such_package.jobs:work", UnknownRoutine, "no worker has registered any routine"),
+        ("tests.integration.client_routines:missing", UnknownRoutine, "unknown routine"),
         ("not a name", ValueError, "is not a routine name"),
         ("module_only", ValueError, "is not a routine name"),
     ],
@@ -163,6 +169,46 @@ def test_unknown_routine_is_refused_and_nothing_written(
 
 def test_unknown_routine_is_a_value_error() -> None:
     assert issubclass(UnknownRoutine, ValueError)
+
+
+def test_a_name_is_checked_against_the_catalog_never_by_importing_it(
+    client: Client, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module that would run if the client imported the name: in the working
+    # directory and on sys.path, where an import would find it (issue 21 A2).
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_client_jobs.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport jobd\n\n@jobd.routine\ndef work():\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    client.store.register_routines({"elsewhere.jobs:crunch": {"queue": "remote"}}, time.time())
+    with pytest.raises(UnknownRoutine) as refused:
+        client.enqueue("planted_client_jobs:work")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "unknown routine 'planted_client_jobs:work'" in message
+    assert "no worker has registered it" in message and "check_routines=False" in message
+    assert not marker.exists() and "planted_client_jobs" not in sys.modules
+    assert count_jobs(db_path) == 0
+
+
+def test_check_routines_false_enqueues_a_name_not_registered_yet(
+    url: str, db_path: Path, tmp_path: Path
+) -> None:
+    # The default policy, the config's [routines] table over it; nothing imported.
+    settings = Settings(
+        jobd=JobdSection(database=url), routines={"later.jobs:work": {"max_attempts": 9}}
+    )
+    with Client(settings=settings, check_routines=False) as client:
+        job = client.enqueue("later.jobs:work", 1, queue="later")
+        plain = client.enqueue("later.jobs:other")
+    assert (job.routine, job.queue, job.max_attempts, job.args) == (
+        "later.jobs:work", "later", 9, [1],
+    )  # fmt: skip
+    assert (plain.queue, plain.max_attempts) == ("default", Policy().max_attempts)
+    assert "later.jobs" not in sys.modules
+    assert count_jobs(db_path) == 2
 
 
 def test_a_routine_must_be_a_routine_or_a_name(client: Client) -> None:

@@ -425,5 +425,57 @@ def test_a_nul_in_a_routine_name_fails_the_job_not_the_worker(daemon: Daemon) ->
     job = daemon.client().store.enqueue([new])[0].job
     daemon.wait_state(job.id, "failed", timeout=20)
     attempts = daemon.client().attempts(job.id)
-    assert [a.outcome for a in attempts] == ["error", "error"]  # the job's error, not a dead worker
+    # The job's error, not a dead worker; not retried: no worker registered it.
+    assert [(a.outcome, a.error_type) for a in attempts] == [("error", UNREGISTERED)]
     assert "crashed" not in daemon.stderr()
+
+
+UNREGISTERED = "jobd.errors.UnregisteredRoutine"
+
+
+def test_a_worker_runs_only_the_routines_its_modules_registered(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # A job row named a module and the worker imported it (issue 21 A1): `this`
+    # printed into the log, `venv.__main__` made virtualenvs and exited the
+    # worker, a module planted in the working directory ran, and jobd.examples
+    # ran although `modules` does not list it.
+    daemon = Daemon(tmp_path, pool={"min_workers": 1, "max_workers": 1})
+    daemons.append(daemon)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    marker = tmp_path / "planted-ran"
+    (workdir / "planted_jobs.py").write_text(
+        f"open({str(marker)!r}, 'a').close()\n"
+        "import jobd\n\n@jobd.routine\ndef run():\n    return 'planted'\n"
+    )
+    daemon.start(cwd=workdir)
+    (worker,) = daemon.workers()
+    # As a producer that skips the check would (or a row written by hand).
+    client = jobd.Client(daemon.database, check_routines=False)
+    names = ["this:x", "planted_jobs:run", "jobd.examples:hello", "venv.__main__:x"]
+    jobs = [client.enqueue(name) for name in names]
+    try:
+        for name, job in zip(names, jobs, strict=True):
+            failed = daemon.wait_state(job.id, "failed", "succeeded")
+            assert (failed.state, failed.attempts) == ("failed", 1), name  # not retried
+            assert failed.max_attempts > 1
+            (attempt,) = client.attempts(job.id)
+            assert (attempt.outcome, attempt.error_type, attempt.worker_pid) == (
+                "error", UNREGISTERED, worker.pid,
+            )  # fmt: skip
+            assert attempt.error_message == (
+                f"routine {name!r} is not registered by the modules this node loads "
+                "(modules = ['jobd_test_routines'])"
+            )
+        # The same worker serves the next job: none was lost to a bad name.
+        ok = client.enqueue(f"{R}:record", daemon.events, tag="after")
+        assert daemon.wait_state(ok.id, "succeeded").result == worker.pid
+        assert [w.pid for w in daemon.workers()] == [worker.pid]
+    finally:
+        client.close()
+    log = daemon.stderr()
+    assert "Zen of Python" not in log and "Beautiful is better" not in log
+    assert "hello, world" not in log
+    assert not marker.exists()
+    assert sorted(p.name for p in workdir.iterdir()) == ["planted_jobs.py"]  # no virtualenvs

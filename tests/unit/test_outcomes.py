@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 
 import pytest
 
+from jobd.errors import UnregisteredRoutine
 from jobd.policy import Policy
 from jobd.processes import classify
 from jobd.records import Attempt, Claim, JobState
@@ -76,6 +78,19 @@ def test_the_last_attempt_fails_for_good_and_adds_the_hook_job() -> None:
     assert settle.follow_up.args_json.endswith(',[1],{"a": 2}]')
     no_hook = after_attempt(c, attempt(c, "killed"), Policy(), NOW, 0.1, failed_hook=False)
     assert no_hook.follow_up is None
+
+
+def test_a_routine_the_worker_did_not_register_fails_at_once() -> None:
+    # Another attempt on the same code cannot find it either (issue 21 A1).
+    c = claim(attempt=1, max_attempts=5)
+    unregistered = dataclasses.replace(
+        attempt(c, "error"), error_type=f"jobd.errors.{UnregisteredRoutine.__qualname__}"
+    )
+    settle = after_attempt(c, unregistered, Policy(), NOW, 0.1, failed_hook=True)
+    assert (settle.state, settle.follow_up, settle.run_at) == (JobState.FAILED, None, None)
+    assert settle.attempt == unregistered
+    other = after_attempt(c, attempt(c, "error"), Policy(), NOW, 0.1)
+    assert other.state == JobState.QUEUED
 
 
 def test_interrupted_and_never_started_go_back_uncounted() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import jobd
 from jobd.policy import Policy
-from jobd.routines import REGISTRY, JobFailure, Routine, routine, routine_name
+from jobd.routines import REGISTRY, JobFailure, Registry, Routine, routine, routine_name
 from jobd.settings import LimitsSection, Settings
 from tests.unit import sample_routines as sample
 
@@ -220,3 +222,43 @@ def test_failed_method_of_a_class_routine() -> None:
 @pytest.mark.parametrize("registered", [sample.plain, sample.Silent])
 def test_no_hook_means_none(registered: Routine[Any, Any]) -> None:
     assert registered.failed_hook is None
+
+
+def test_a_sealed_registry_answers_from_what_was_registered_at_boot() -> None:
+    registry = Registry()
+    first = Routine(plain_for_registry, {})
+    registry.add(first)
+    assert registry.booted(first.name) is first  # not sealed: what is registered now
+    registry.seal(["app.jobs"])
+    assert registry.modules == ("app.jobs",)
+    late = Routine(late_for_registry, {})
+    registry.add(late)  # a module a job imported while it ran
+    assert registry.get(late.name) is late
+    assert registry.booted(late.name) is None
+    assert registry.booted(first.name) is first
+
+
+def test_a_worker_never_imports_the_module_a_job_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobd.errors import UnregisteredRoutine
+    from jobd.worker.execute import find_routine
+
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_unit_jobs.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport jobd\n\n@jobd.routine\ndef x():\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("planted_unit_jobs:x", "this:x", "jobd.examples:nope"):
+        with pytest.raises(UnregisteredRoutine, match="is not registered by the modules"):
+            find_routine(name)
+    assert not marker.exists()
+    assert "planted_unit_jobs" not in sys.modules
+
+
+def plain_for_registry() -> None:
+    pass
+
+
+def late_for_registry() -> None:
+    pass
