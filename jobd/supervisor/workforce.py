@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from jobd.processes import Exit, classify
-from jobd.records import Attempt, Claim
+from jobd.records import Claim
 from jobd.settings import Settings
 from jobd.supervisor.autoscaler import Occupancy
 from jobd.supervisor.catalog import Catalog
 from jobd.supervisor.children import Launcher
+from jobd.supervisor.deaths import failed_hooks_order, judge_unexpected, lost_attempt
 from jobd.supervisor.events import (
     AttemptEnded,
     Booted,
@@ -38,7 +39,7 @@ from jobd.supervisor.events import (
 )
 from jobd.supervisor.generations import Generation, Generations
 from jobd.supervisor.hard_limits import HardLimits
-from jobd.supervisor.outcomes import attempt_from_done, death_attempt
+from jobd.supervisor.outcomes import attempt_from_done
 from jobd.supervisor.pipelining import Runtimes, capacity, choose_worker
 from jobd.supervisor.respawn import CrashBackoff
 from jobd.supervisor.sizes import PoolSizes
@@ -476,25 +477,14 @@ class Workforce:
         self.spawn_workers()
 
     def _unexpected_death(self, worker: Worker, exited: Exit, serving: bool) -> None:
-        """A worker died without the master asking it to.
-
-        While booting, in a generation none of whose workers has booted yet, its
-        code or config cannot boot: the start-up (exit 3) or the reload fails. In a
-        proven generation the same death is a kill from outside (the OOM killer,
-        an operator) or a flaky boot hook: the worker is replaced, and the crash
-        loop backoff keeps a boot that now always fails from becoming a fork loop.
-        """
-        why = f"worker {worker.slot} (pid {exited.pid})"
-        if not worker.booted:
-            reason = worker.boot_error or f"{why} exited during boot: {exited.describe()}"
-            if not self._generation(worker.generation).proven:
-                self._boot_failed(worker.generation, reason)
-                return
-            log.warning("%s; replacing it", reason)
-            self._crash_loop_death()
+        """A worker died without the master asking it to (deaths.py judges)."""
+        proven = self._generation(worker.generation).proven
+        verdict = judge_unexpected(worker, exited, serving, proven)
+        if verdict.boot_failure:
+            self._boot_failed(worker.generation, verdict.reason)
             return
-        log.warning("%s died: %s", why, exited.describe())
-        if not serving:
+        log.warning("%s; replacing it" if not worker.booted else "%s", verdict.reason)
+        if verdict.crash:
             self._crash_loop_death()
 
     def _crash_loop_death(self) -> None:
@@ -508,48 +498,18 @@ class Workforce:
         return self.generations.current
 
     def _lost_jobs(self, worker: Worker, exited: Exit) -> None:
-        """The attempt a dead worker was running, and the jobs that waited behind it."""
-        if not worker.inflight:
+        """The attempt a dead worker was running, and the jobs that waited behind it;
+        the job_failed hooks it could not run go to its generation's template."""
+        attempt = lost_attempt(worker, exited, self.node_id, self.clock.time())
+        if attempt is None:
             return
-        head = worker.inflight.popleft()
-        outcome, message = worker.kill_reason or (
-            "killed",
-            f"worker {worker.slot} (pid {exited.pid}) died: {exited.describe()}",
-        )
-        if exited.signal:
-            error_type = exited.describe()
-        elif worker.signalled is not None:  # it handled our SIGTERM and exited
-            error_type = signal.Signals(worker.signalled).name
-        else:
-            error_type = "WorkerExit"
-        attempt = death_attempt(
-            head.claim, self.node_id, exited.pid, head.started, self.clock.time(),
-            outcome, message, error_type, worker.kill_rss,
-        )  # fmt: skip
-        self.events.append(AttemptEnded(head.claim, attempt))
-        self._failed_hooks(worker, head.claim, attempt)
+        claim = worker.inflight.popleft().claim
+        self.events.append(AttemptEnded(claim, attempt))
+        template = self._generation(worker.generation).template
+        if template is not None:
+            template.run_failed_hooks(failed_hooks_order(worker, claim, attempt))
         while worker.inflight:
             self.events.append(NeverStarted(worker.inflight.popleft().claim))
-
-    def _failed_hooks(self, worker: Worker, claim: Claim, attempt: Attempt) -> None:
-        """The job_failed hooks the dead worker could not run: in a child of its
-        generation's template (or the current one's, if that template is gone)."""
-        generation = self._generation(worker.generation)
-        if generation.template is None:
-            return
-        generation.template.run_failed_hooks(
-            {
-                "job": {
-                    "id": claim.id, "routine": claim.routine, "queue": claim.queue,
-                    "attempt": claim.attempt, "max_attempts": claim.max_attempts,
-                    "enqueued_at": claim.enqueued_at,
-                },
-                "worker": {"slot": worker.slot, "pid": attempt.worker_pid},
-                "outcome": attempt.outcome,
-                "error_type": attempt.error_type,
-                "message": attempt.error_message,
-            }
-        )  # fmt: skip
 
     def _unregister(self, worker: Worker) -> None:
         with contextlib.suppress(KeyError, ValueError):
