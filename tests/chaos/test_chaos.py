@@ -1,0 +1,56 @@
+"""The chaos suite, short: benchmarks/chaos.py for about 35 s on each backend.
+
+Real `jobd run` nodes in a restart loop, real signals (worker and master
+SIGKILLs, SIGHUP with a broken config, SIGSTOP past the heartbeat window)
+and, on PostgreSQL, restarts and outages of a cluster of the test's own.
+Each test fails on a lost or stuck job, a run no killed or lost attempt
+explains, a traceback in a daemon's output or a process left behind; the
+report's table is the failure message. JOBD_CHAOS_SEED picks another seed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.pgcluster import OwnCluster
+
+BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
+if BENCHMARKS not in sys.path:
+    sys.path.insert(0, BENCHMARKS)
+
+from chaos import Options, Report, run_chaos  # noqa: E402
+
+SEED = int(os.environ.get("JOBD_CHAOS_SEED", "21"))
+
+
+def check(report: Report, kinds: set[str]) -> None:
+    assert not report.failures, report.table()
+    assert kinds <= set(report.faults), report.table()  # every kind was sent
+    assert report.kills and all(k.ready_at is not None for k in report.kills), report.table()
+    print(report.table())
+
+
+def test_chaos_on_sqlite(tmp_path: Path) -> None:
+    options = Options(
+        backend="sqlite", jobs=1500, seconds=35, seed=SEED, nodes=1, fault_every=0.6,
+        drain_timeout=60, root=tmp_path,
+    )  # fmt: skip
+    report = run_chaos(options)
+    check(report, {"worker_kill", "master_kill", "bad_reload"})
+    assert sum(report.extra_runs.values()) > 0, report.table()  # the kills hit jobs
+
+
+@pytest.mark.postgres
+def test_chaos_on_postgres_with_two_nodes(tmp_path: Path, own_pg: OwnCluster) -> None:
+    options = Options(
+        backend="postgres", jobs=1500, seconds=35, seed=SEED, nodes=2, fault_every=0.6,
+        drain_timeout=60, root=tmp_path, pg_url=own_pg.url, pg_cluster=own_pg,
+    )  # fmt: skip
+    report = run_chaos(options)
+    check(report, {"worker_kill", "master_kill", "bad_reload", "freeze", "pg_restart",
+                   "pg_outage"})  # fmt: skip
+    assert report.extra_runs["lost"] > 0, report.table()  # a freeze or a kill was rescued
