@@ -11,7 +11,6 @@ child ("horse", worker/horse.py). The result goes back as JSON text.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import sys
@@ -26,11 +25,11 @@ from jobd.payload import dumps
 from jobd.policy import Policy
 from jobd.routines import REGISTRY, Routine
 from jobd.settings import Settings
+from jobd.wire import Done, JobError, encode_done
 from jobd.worker.horse import run_in_horse
 from jobd.worker.limits import METER, applied
 
 log = logging.getLogger("jobd.worker")
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 MAX_MESSAGE = 4000
 MAX_TRACEBACK = 32000
 
@@ -121,11 +120,9 @@ class Runner:
         result = _result_json(job, value)
         for hook in hooks:
             _quietly(hook.job_processed, job, value)
-        return (
-            f'{{"op":"done","id":{job.id},"ok":true,"result":{_encode(result)},'
-            f'"started":{started!r},"finished":{finished!r},"cpu":{cpu!r},'
-            f'"rss":{METER.peak()},"rss_now":{METER.current()}}}\n'
-        ).encode()
+        return encode_done(
+            Done(job.id, True, started, finished, cpu, METER.peak(), METER.current(), result)
+        )
 
 
 def error_message(exc: BaseException) -> str:
@@ -146,23 +143,11 @@ def failure_reply(
     rss_now: int | None = None,
 ) -> bytes:
     text = "".join(traceback.format_exception(exc))
-    reply = {
-        "op": "done",
-        "id": job.id,
-        "ok": False,
-        "outcome": "soft_timeout" if isinstance(exc, JobTimeout) else "error",
-        "error": {
-            "type": error_type(exc),
-            "message": error_message(exc)[:MAX_MESSAGE],
-            "traceback": text[-MAX_TRACEBACK:],
-        },
-        "started": started,
-        "finished": finished,
-        "cpu": cpu,
-        "rss": rss,
-        "rss_now": rss_now,
-    }
-    return (_encode(reply) + "\n").encode()
+    error = JobError(error_type(exc), error_message(exc)[:MAX_MESSAGE], text[-MAX_TRACEBACK:])
+    outcome = "soft_timeout" if isinstance(exc, JobTimeout) else "error"
+    return encode_done(
+        Done(job.id, False, started, finished, cpu, rss, rss_now, outcome=outcome, error=error)
+    )
 
 
 def malformed(line: str) -> bytes | None:
@@ -172,22 +157,20 @@ def malformed(line: str) -> bytes | None:
         log.error("unreadable message from the master: %r", line)
         return None
     now = time.time()
-    reply = {
-        "op": "done",
-        "id": int(match.group(1)),
-        "ok": False,
-        "outcome": "error",
-        "error": {
-            "type": "jobd.MalformedJob",
-            "message": "stored arguments are not valid JSON",
-            "traceback": None,
-        },
-        "started": now,
-        "finished": now,
-        "cpu": 0.0,
-        "rss": METER.peak(),
-    }
-    return (_encode(reply) + "\n").encode()
+    error = JobError("jobd.MalformedJob", "stored arguments are not valid JSON")
+    return encode_done(
+        Done(
+            int(match.group(1)),
+            False,
+            now,
+            now,
+            0.0,
+            METER.peak(),
+            METER.current(),
+            outcome="error",
+            error=error,
+        )
+    )
 
 
 def _result_json(job: JobContext, value: Any) -> str | None:

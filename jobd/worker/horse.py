@@ -15,10 +15,18 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from jobd.processes import classify, set_parent_death_signal
-from jobd.wire import encode
+from jobd.wire import (
+    Done,
+    FromWorker,
+    Horse,
+    JobError,
+    Malformed,
+    decode_from_worker,
+    encode_done,
+    encode_horse,
+)
 
 
 def run_in_horse(job_id: int, run: Callable[[], bytes], send: Callable[[bytes], None]) -> bytes:
@@ -27,7 +35,6 @@ def run_in_horse(job_id: int, run: Callable[[], bytes], send: Callable[[bytes], 
     The worker's runner passes its inline run as a callable, so this module
     needs nothing from worker/execute.py (no import cycle).
     """
-    import json
     import time
 
     read_end, write_end = os.pipe()
@@ -39,31 +46,27 @@ def run_in_horse(job_id: int, run: Callable[[], bytes], send: Callable[[bytes], 
     os.close(write_end)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also done in the child: whoever runs first, the group exists
-    send(encode({"op": "horse", "id": job_id, "pid": pid}))
+    send(encode_horse(Horse(job_id, pid)))
     data = _read_all(read_end)
     _, status, usage = os.wait4(pid, 0)
     cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+    reply: FromWorker | None = None
     if data:
-        reply: dict[str, Any] = json.loads(data)
-        reply.update(cpu=cpu, rss=peak)
-        return encode(reply)
+        # The horse wrote its done line with encode_done: read it back as the
+        # master will, and give it the kernel's account of the attempt.
+        with contextlib.suppress(Malformed):  # then it ended without a result
+            reply = decode_from_worker(data)
+        if isinstance(reply, Done):
+            reply.cpu, reply.rss = cpu, peak
+            return encode_done(reply)
     ended = classify(pid, status)
-    reply = {
-        "op": "done",
-        "id": job_id,
-        "ok": False,
-        "outcome": "killed",
-        "error": {
-            "type": ended.describe() if ended.signal else "HorseExit",
-            "message": f"the job's process (pid {pid}) ended without a result: {ended.describe()}",
-            "traceback": None,
-        },
-        "started": started,
-        "finished": time.time(),
-        "cpu": cpu,
-        "rss": peak,
-    }
-    return encode(reply)
+    error = JobError(
+        ended.describe() if ended.signal else "HorseExit",
+        f"the job's process (pid {pid}) ended without a result: {ended.describe()}",
+    )
+    return encode_done(
+        Done(job_id, False, started, time.time(), cpu, peak, outcome="killed", error=error)
+    )
 
 
 def _horse(run: Callable[[], bytes], write_end: int) -> None:

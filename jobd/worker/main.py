@@ -26,7 +26,7 @@ from jobd.errors import JobTerminated
 from jobd.hooks import WorkerInfo, registered_hooks
 from jobd.processes import one_line, set_parent_death_signal
 from jobd.settings import Settings
-from jobd.wire import LineReader, encode
+from jobd.wire import BootError, Hello, LineReader, encode_boot_error, encode_hello
 from jobd.worker.execute import Runner, malformed
 from jobd.worker.limits import METER
 
@@ -92,11 +92,9 @@ def _serve(sock: socket.socket, spec: WorkerSpec) -> int:
             hooks.worker_boot(worker)
     except Exception as exc:
         log.exception("worker_boot hook failed")
-        sock.sendall(
-            encode({"op": "boot_error", "error": f"worker_boot hook: {type(exc).__name__}: {exc}"})
-        )
+        sock.sendall(encode_boot_error(BootError(f"worker_boot hook: {type(exc).__name__}: {exc}")))
         return EXIT_BOOT_ERROR
-    sock.sendall(encode({"op": "hello", "pid": worker.pid, "slot": slot}))
+    sock.sendall(encode_hello(Hello(worker.pid, slot)))
     return _job_loop(sock, Runner(worker, settings, sock.sendall), title)
 
 
