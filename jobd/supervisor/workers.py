@@ -44,6 +44,7 @@ class Worker:
     kill_rss: int | None = None  # the RSS that got it killed
     signalled: int | None = None  # the last signal the master sent it
     boot_error: str | None = None
+    untrusted: bool = False  # sent a malformed message: killed, nothing more it says counts
     job_quota: int | None = None  # retire after this many jobs (max_jobs_per_worker)
     pool: str = "default"
     idle_since: float | None = None  # monotonic: when it last had nothing to do

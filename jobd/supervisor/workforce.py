@@ -45,7 +45,7 @@ from jobd.supervisor.respawn import CrashBackoff
 from jobd.supervisor.sizes import PoolSizes
 from jobd.supervisor.workers import InFlight, Worker
 from jobd.units import format_size
-from jobd.wire import STOP, run_message
+from jobd.wire import STOP, BootError, Done, FromWorker, Hello, Horse, Malformed, run_message
 
 log = logging.getLogger("jobd.master")
 
@@ -262,22 +262,31 @@ class Workforce:
                 self.workers.pop(worker.slot, None)
                 self.spawn_workers()
             return
-        for message in messages:
-            self._on_message(worker, message)
+        self._on_messages(worker, messages)
 
-    def _on_message(self, worker: Worker, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "done":
-            self._on_done(worker, message)
-        elif op == "horse":
-            if worker.inflight and worker.inflight[0].claim.id == message.get("id"):
-                worker.inflight[0].horse = int(message["pid"])
-        elif op == "hello":
-            self._on_hello(worker, int(message["pid"]))
-        elif op == "boot_error":
-            worker.boot_error = str(message.get("error"))
-        else:
-            log.error("worker %s sent an unexpected message: %r", worker.slot, message)
+    def _on_messages(self, worker: Worker, messages: list[FromWorker | Malformed]) -> None:
+        for message in messages:
+            if worker.untrusted:
+                return  # after a malformed line nothing it says counts
+            if type(message) is Done:
+                self._on_done(worker, message)
+            elif isinstance(message, Horse):
+                if worker.inflight and worker.inflight[0].claim.id == message.id:
+                    worker.inflight[0].horse = message.pid
+            elif isinstance(message, Hello):
+                self._on_hello(worker, message.pid)
+            elif isinstance(message, BootError):
+                worker.boot_error = message.error
+            elif isinstance(message, Malformed):
+                self._on_malformed(worker, message)
+
+    def _on_malformed(self, worker: Worker, reason: Malformed) -> None:
+        """A line the master cannot trust: the worker is killed, its attempt recorded
+        (`_lost_jobs`, once it is reaped), its job retried or failed by its policy."""
+        log.error("worker %s (pid %s) sent a malformed message, killing it: %s",
+                  worker.slot, worker.pid, reason)  # fmt: skip
+        worker.untrusted = True
+        self.terminate(worker, "killed", f"malformed message: {reason}", grace=0.0)
 
     def _on_hello(self, worker: Worker, pid: int) -> None:
         worker.booted = True
@@ -296,17 +305,15 @@ class Workforce:
         self.events.append(Booted(booted))
         self.shrink(worker.pool, idle_only=True)  # a target lowered while it booted
 
-    def _on_done(self, worker: Worker, message: dict[str, Any]) -> None:
-        if not worker.inflight or worker.inflight[0].claim.id != message.get("id"):
-            log.error(
-                "worker %s finished job %s it was not running", worker.slot, message.get("id")
-            )
+    def _on_done(self, worker: Worker, done: Done) -> None:
+        if not worker.inflight or worker.inflight[0].claim.id != done.id:
+            log.error("worker %s finished job %s it was not running", worker.slot, done.id)
             return
         flight = worker.inflight.popleft()
-        attempt = attempt_from_done(flight.claim, message, self.node_id, worker.pid)
+        attempt = attempt_from_done(flight.claim, done, self.node_id, worker.pid)
         if flight.verdict is not None:  # the master killed its horse: say why
             flight.verdict.apply(attempt)
-        self.events.append(AttemptEnded(flight.claim, attempt, message.get("result")))
+        self.events.append(AttemptEnded(flight.claim, attempt, done.result))
         worker.jobs_done += 1
         elapsed = attempt.finished_at - (attempt.started_at or attempt.finished_at)
         self.runtimes.observe(flight.claim.routine, worker.pool, elapsed)
@@ -315,7 +322,7 @@ class Workforce:
             head.started, head.started_mono = attempt.finished_at, self.clock.monotonic()
         else:
             worker.idle_since = self.clock.monotonic()
-        self._maybe_recycle(worker, message.get("rss_now"))
+        self._maybe_recycle(worker, done.rss_now)
 
     def _maybe_recycle(self, worker: Worker, rss_now: int | None) -> None:
         """Retire a worker gracefully after enough jobs or too much memory."""
@@ -460,8 +467,11 @@ class Workforce:
             messages = worker.channel.receive()
             if not messages:
                 break
-            for message in messages:
-                self._on_message(worker, message)
+            self._on_messages(worker, messages)
+        incomplete = worker.channel.leftover()
+        if incomplete is not None and not worker.untrusted:
+            log.warning("worker %s (pid %s) died in the middle of a message: %s",
+                        worker.slot, exited.pid, incomplete)  # fmt: skip
         self._unregister(worker)
         worker.channel.close()
         worker.exited = True
