@@ -307,7 +307,6 @@ class Master:
             self.scheduler.reload(settings)
         self.reload_error = None
         logs.set_level(settings.jobd.log_level)
-        self.sizes.reset(settings.pool_specs(), self.clock.monotonic())
         self.mark_ready()
         self.notifier.ready(self.status_line())
 
@@ -446,7 +445,7 @@ class Master:
             log.warning("heartbeat: %s", exc)
         else:
             self.judge_from = beat.judge_from
-            self.workforce.cancel(beat.cancels)
+            self.workforce.jobs.cancel(beat.cancels)
             if beat.rescued:
                 self.mark_ready()
         if not self.wakeups.check():  # its own connection: checked even when the store is not
@@ -476,7 +475,7 @@ class Master:
         transaction (dispatch.py)."""
         claiming = self.phase is Phase.RUNNING
         now, mono = self.clock.time(), self.clock.monotonic()
-        self.dispatch.exchange(self.store, self.node.id, self.workforce, claiming, now, mono)
+        self.dispatch.exchange(self.store, self.node.id, self.workforce.jobs, claiming, now, mono)
 
     def _maybe_finish(self) -> None:
         if not self.life.winding_down or self.workers:

@@ -64,7 +64,7 @@ def status_line(
     parts = []
     pools = workforce.pools
     for name in pools:
-        workers = [w for w in workforce.pool_workers(name) if not w.standby]
+        workers = [w for w in workforce.crew.pool_workers(name) if not w.standby]
         busy = sum(1 for w in workers if w.inflight)
         size = len(workforce.live(name))
         text = f"{busy}/{size} busy" if len(pools) == 1 else f"{name} {busy}/{size} busy"
