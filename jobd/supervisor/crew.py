@@ -14,21 +14,15 @@ from __future__ import annotations
 import contextlib
 import selectors
 import signal
-from typing import Protocol
 
 from jobd.settings import Settings
 from jobd.supervisor.children import Launcher
+from jobd.supervisor.clock import Clock
 from jobd.supervisor.events import Event
 from jobd.supervisor.workers import Worker
 from jobd.wire import STOP
 
 KILL_GRACE = 1.0  # stop-now and drain timeouts: SIGTERM, then SIGKILL this much later
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
 
 
 class Crew:

@@ -158,6 +158,14 @@ class Dispatch:
                 f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else "",
             )  # fmt: skip
 
+    def summary(self) -> str:
+        """The counters, for the log line of a stop."""
+        c = self.counters
+        return (
+            f"{c['succeeded']} succeeded, {c['failed']} failed, {c['retried']} retried; "
+            f"{c['claimed']} claimed in {c['exchanges']} transactions"
+        )
+
     def never_started(self, claim: Claim) -> None:
         self.settles.append(never_started(claim))
 

@@ -30,8 +30,9 @@ class Rates:
     def __init__(self) -> None:
         self._samples: deque[tuple[float, int, int]] = deque()
 
-    def sample(self, mono: float, done: int, failed: int) -> None:
-        self._samples.append((mono, done, failed))
+    def sample(self, mono: float, counters: dict[str, int]) -> None:
+        failed = counters["failed"]
+        self._samples.append((mono, counters["succeeded"] + failed, failed))
         while len(self._samples) > 2 and mono - self._samples[1][0] >= self.WINDOW:
             self._samples.popleft()
 

@@ -29,7 +29,8 @@ from jobd.settings import PoolSpec, Settings
 from jobd.supervisor.autoscaler import Occupancy
 from jobd.supervisor.catalog import Catalog
 from jobd.supervisor.children import Launcher
-from jobd.supervisor.crew import KILL_GRACE, Clock, Crew
+from jobd.supervisor.clock import Clock
+from jobd.supervisor.crew import KILL_GRACE, Crew
 from jobd.supervisor.events import Booted, Event
 from jobd.supervisor.generations import Generation, Generations
 from jobd.supervisor.handout import Handout
