@@ -287,11 +287,14 @@ def _boot_error(m: dict[str, Any]) -> BootError:
 
 
 def _done(m: dict[str, Any]) -> Done:
-    # The common line, checked in one expression; anything else takes the
-    # field-by-field path, which says what is wrong.
-    get = m.get
-    id_, ok, started, finished = get("id"), get("ok"), get("started"), get("finished")
-    cpu, rss, rss_now, result = get("cpu"), get("rss"), get("rss_now"), get("result")
+    # The common line (every field there, as encode_done writes it), checked in
+    # one expression; anything else takes the field-by-field path, which says
+    # what is wrong. Subscripts, not .get: 0.13 us of 0.85 per line.
+    try:
+        id_, ok, started, finished = m["id"], m["ok"], m["started"], m["finished"]
+        cpu, rss, rss_now, result = m["cpu"], m["rss"], m["rss_now"], m["result"]
+    except KeyError:
+        return _done_checked(m)
     if (
         ok is True
         and type(id_) is int
