@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import selectors
 import signal
-import socket
 from collections.abc import Callable
 
 from setproctitle import setproctitle
@@ -30,12 +29,13 @@ from jobd import exitcodes, logs
 from jobd.records import Attempt, Claim
 from jobd.settings import Settings
 from jobd.store.contract import Store, StoreError
-from jobd.supervisor import autoscaler, duties, events, reloads, status
+from jobd.supervisor import autoscaler, events, reloads, status
 from jobd.supervisor.catalog import Catalog
 from jobd.supervisor.children import Launcher, ProcessLauncher
 from jobd.supervisor.clock import Clock, Every, SystemClock
 from jobd.supervisor.dispatch import Dispatch
 from jobd.supervisor.generations import Generation
+from jobd.supervisor.node import Node
 from jobd.supervisor.phase import Lifecycle, Phase
 from jobd.supervisor.scheduler import Scheduler
 from jobd.supervisor.signals import SignalWatch, hang_if_debugging
@@ -80,8 +80,7 @@ class Master:
         )  # fmt: skip
         self.dispatch = Dispatch()
         self.life = Lifecycle(boot_deadline=now + settings.pool.boot_timeout)
-        self.hostname = socket.gethostname()
-        self.node = duties.Identity(0, settings.jobd.node_name or self.hostname, self.hostname)
+        self.node = Node(settings.jobd.node_name)
         self.wakeups = Wakeups(self.selector)
         self.schedule_due: float | None = None  # wall clock: the next fire
         self.queues = autoscaler.QueueFigures()
@@ -90,7 +89,6 @@ class Master:
         self.title = ""
         self.heartbeat, self.scale, self.watchdog = Every(now), Every(now), Every(now)
         self.poll = Every(now + settings.store.poll_interval)
-        self.judge_from = 0.0  # store clock: no judging others' heartbeats before (duties.py)
         self.scheduler: Scheduler | None = None  # created once the node is registered
 
     @property
@@ -138,13 +136,12 @@ class Master:
             assert self.open_store is not None
             self._store = self.open_store()
         self.store.check_schema()
-        now = self.clock.time()
-        self.node = duties.join(self.store, self.node, self.settings.store.node_window(), now)
+        now, window = self.clock.time(), self.settings.store.node_window()
+        self.catalog.use(self.store.routine_policies())  # until the template reports
+        rescued = self.node.join(self.store, window, now, self.catalog.for_dead_node(now))
         node_id = self.workforce.node_id = self.node.id
         self.scheduler = Scheduler(self.store, self.settings, node_id)
-        self.catalog.use(self.store.routine_policies())  # until the template reports
-        decider = self.catalog.for_dead_node(now)
-        if duties.rescue_dead_local_nodes(self.store, self.node, now, decider):
+        if rescued:
             self.mark_ready()
         self.wakeups.listen(self.store.wake_listener())
         log.info("node %s started: %s", node_id, status.pools(self.settings.pool_specs()))
@@ -402,16 +399,9 @@ class Master:
         info = status.node_info(
             self.phase.value, self.settings, self.workforce, self.sizes, self.counters
         )
-        window = self.settings.store.node_window()
-        try:
-            beat = duties.heartbeat(
-                self.store, self.node, window, now, info, self.catalog.for_dead_node(now),
-                self.judge_from,
-            )  # fmt: skip
-        except StoreError as exc:
-            log.warning("heartbeat: %s", exc)
-        else:
-            self.judge_from = beat.judge_from
+        window, decider = self.settings.store.node_window(), self.catalog.for_dead_node(now)
+        beat = self.node.beat(self.store, window, now, info, decider)
+        if beat is not None:
             self.workforce.jobs.cancel(beat.cancels)
             if beat.rescued:
                 self.mark_ready()
@@ -445,7 +435,7 @@ class Master:
         dropped = self.dispatch.give_up(self.clock.monotonic())
         if dropped is None:
             return  # the store may come back for the results still to record
-        duties.leave(self.store, self.node, self.clock.time())
+        self.node.leave(self.store, self.clock.time())
         log.info("stopped: %s", self.dispatch.summary())
         self.life.finish(bool(dropped))
 
