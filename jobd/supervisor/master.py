@@ -10,10 +10,10 @@ clock and processes from an injected launcher, so tests step it with fakes.
 The master owns the lifecycle (phases, signals, reload, drain), the store
 and the timers; the parts it drives each take what they need and return
 what the master applies: the workforce (its children, events.py), the pool
-sizes, the dispatch bookkeeping, the autoscaler's plan, the node duties and
-the scheduler. It never imports user code (the template does) and never
-waits on anything but the selector and store calls bounded by
-`store.timeout`; a store that fails stops claims, never supervision.
+sizes, the dispatch bookkeeping, the autoscaler's plan, the node's duties
+(node.py) and the scheduler. It never imports user code (the template
+does) and never waits on anything but the selector and store calls bounded
+by `store.timeout`; a store that fails stops claims, never supervision.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ class Master:
         """SIGHUP: new config and code in a new generation of workers.
 
         The running generation keeps working until the new one has booted
-        (workforce.py); a config that does not load, or a generation that
+        (reloads.py); a config that does not load, or a generation that
         does not boot, leaves everything as it was, and says why in STATUS=.
         """
         if self.phase is Phase.STARTING:

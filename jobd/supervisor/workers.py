@@ -2,9 +2,9 @@
 
 A worker holds the job it runs and, when jobs are short, further jobs that
 wait in its socket (pipelining.py). The master changes these records as
-messages, exits and its own orders come in (workforce.py); everything it
-decides from them (which worker gets a job, whether a limit is passed)
-reads them.
+messages, exits and its own orders come in (workforce.py and the parts
+that share its roster, crew.py); everything it decides from them (which
+worker gets a job, whether a limit is passed) reads them.
 """
 
 from __future__ import annotations
