@@ -32,7 +32,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
 class Hands(Protocol):
-    """Where claimed jobs go: the workforce."""
+    """Where claimed jobs go: the workforce's handout (handout.py)."""
 
     @property
     def pools(self) -> Mapping[str, PoolSpec]: ...
