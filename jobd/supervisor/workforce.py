@@ -183,7 +183,9 @@ class Workforce:
             return
         self._on_messages(worker, messages)
 
-    def _on_messages(self, worker: Worker, messages: list[FromWorker | Malformed]) -> None:
+    def _on_messages(
+        self, worker: Worker, messages: list[FromWorker | Malformed], dead: bool = False
+    ) -> None:
         for message in messages:
             if worker.untrusted:
                 return  # after a malformed line nothing it says counts
@@ -198,14 +200,19 @@ class Workforce:
             elif isinstance(message, BootError):
                 worker.boot_error = message.error
             elif isinstance(message, Malformed):
-                self._on_malformed(worker, message)
+                self._on_malformed(worker, message, dead)
 
-    def _on_malformed(self, worker: Worker, reason: Malformed) -> None:
+    def _on_malformed(self, worker: Worker, reason: Malformed, dead: bool) -> None:
         """A line the master cannot trust: the worker is killed, its attempt recorded
-        (reaping.py, once it is reaped), its job retried or failed by its policy."""
+        (reaping.py, once it is reaped), its job retried or failed by its policy.
+        One already reaped (`dead`) is not signalled: its pid may be another's now."""
+        worker.untrusted = True
+        if dead:
+            log.error("worker %s (pid %s) sent a malformed message before it died: %s",
+                      worker.slot, worker.pid, reason)  # fmt: skip
+            return
         log.error("worker %s (pid %s) sent a malformed message, killing it: %s",
                   worker.slot, worker.pid, reason)  # fmt: skip
-        worker.untrusted = True
         self.crew.terminate(worker, "killed", f"malformed message: {reason}", grace=0.0)
 
     def _on_hello(self, worker: Worker, pid: int) -> None:
@@ -248,7 +255,7 @@ class Workforce:
             messages = worker.channel.receive()
             if not messages:
                 break
-            self._on_messages(worker, messages)
+            self._on_messages(worker, messages, dead=True)
         incomplete = worker.channel.leftover()
         if incomplete is not None and not worker.untrusted:
             log.warning("worker %s (pid %s) died in the middle of a message: %s",

@@ -954,3 +954,20 @@ def test_an_idle_workers_garbage_costs_only_that_worker(harness: Harness) -> Non
     harness.step()
     assert harness.master.phase is Phase.RUNNING
     assert len(harness.template.forks) == 3
+
+
+def test_a_malformed_last_line_of_a_dead_worker_sends_no_signal(harness: Harness) -> None:
+    # Read after the worker was reaped: its pid may already be another process's.
+    workers = harness.boot()
+    job_id = harness.enqueue()
+    harness.master.mark_ready()
+    ((worker, _order),) = harness.orders(workers)
+    pid = 1000 + workers.index(worker)
+    worker.write(b'{"op":"done","id":%d,"ok":tru\n' % job_id)
+    harness.launcher.exits.append((pid, exited_with(1)))
+    harness.master.workforce.reap()  # reaped before the selector saw the line
+    harness.step()
+    assert harness.launcher.kills == []
+    (attempt,) = harness.store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type) == ("killed", "WorkerExit")
+    assert harness.store.get_job(job_id).state == "queued"
