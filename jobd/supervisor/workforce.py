@@ -111,6 +111,8 @@ class Workforce:
         self.reloads.begin(settings)
 
     def on_template_readable(self, generation: Generation) -> None:
+        if generation.template is None:
+            return  # stopped earlier in this step (its generation was replaced): stale
         for slot, pid in self.reloads.on_template_readable(generation, self.spawning):
             self._on_forked(slot, pid)
         self.spawn_workers()

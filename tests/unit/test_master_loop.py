@@ -971,3 +971,26 @@ def test_a_malformed_last_line_of_a_dead_worker_sends_no_signal(harness: Harness
     (attempt,) = harness.store.job_attempts(job_id)
     assert (attempt.outcome, attempt.error_type) == ("killed", "WorkerExit")
     assert harness.store.get_job(job_id).state == "queued"
+
+
+def test_a_template_stopped_earlier_in_the_step_is_not_read(store: Store) -> None:
+    # The new generation takes over (its last hello) in the step in which the
+    # old template is also readable: the take-over stops it, and its turn in
+    # the same step's events must not read it.
+    harness = Harness(store, reload=lambda: settings_with(min_workers=2))
+    harness.boot()
+    old_template = harness.template
+    harness.master.handle_signal(signal.SIGHUP)
+    template = harness.template
+    template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    first, second = template.workers.values()
+    template.tell(op="forked", slot=first.slot, pid=2000)
+    template.tell(op="forked", slot=second.slot, pid=2001)
+    first.say(op="hello", pid=2000)
+    harness.step()
+    second.say(op="hello", pid=2001)  # the take-over, first in the step's events
+    old_template.tell(op="forked", slot=99, pid=3000)
+    harness.step()
+    assert harness.master.workforce.generation == 2
+    harness.master.close()
