@@ -30,9 +30,12 @@ Worker -> master messages are typed here, one slotted dataclass per kind
 (`Hello`, `Horse`, `Done`, `BootError`), each with the one encoder every
 sender uses (`encode_hello`, ...). The master reads them only through
 `decode_from_worker` (or `WorkerLines`, which frames and decodes a stream):
-a line it cannot trust becomes a `Malformed` with a one-line reason, so a
-worker's bug costs that worker, never the master's loop. Encoders stay
-f-strings: a `done` line is written once per job. The classes are not
+a line it cannot trust (not UTF-8, not JSON, an unknown kind, a field
+missing or of the wrong type, longer than `MAX_LINE`) becomes a `Malformed`
+with a one-line reason, so a worker's bug costs that worker, never the
+master's loop. Encoders stay f-strings: a `done` line is written once per
+job, and read once: its common shape is checked in one expression, and
+lines are decoded by json's scanner directly (`benchmarks/wire_cost.py`). The classes are not
 `frozen` (that costs a microsecond per `done` on each side); treat them as
 values.
 """
@@ -40,6 +43,9 @@ values.
 from __future__ import annotations
 
 import json
+import json.decoder
+import json.encoder
+import json.scanner
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +53,19 @@ from typing import Any
 from jobd.records import Claim
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+# A str's JSON text, in C: what `_dumps` does for a str after its Python-level checks.
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# json.loads of a bytes line is mostly Python (encoding detection, two regex
+# matches around the value); the scanner it ends in, called on the str, costs
+# half as much for a done line (benchmarks/wire_cost.py).
+_scan: Callable[[str, int], tuple[Any, int]] = (
+    json.scanner.c_make_scanner or json.scanner.py_make_scanner  # type: ignore[attr-defined]
+)(json.decoder.JSONDecoder())
+
+# The longest line a worker may send: a `done` line holds the job's result
+# whole, and this is bigger than any result worth storing in a row, but it
+# bounds what a worker that writes without newlines costs the master.
+MAX_LINE = 64 << 20
 _names: dict[str, str] = {}
 STOP = b'{"op":"stop"}\n'
 
@@ -172,23 +191,31 @@ def encode_horse(message: Horse) -> bytes:
 
 
 def encode_boot_error(message: BootError) -> bytes:
-    return f'{{"op":"boot_error","error":{_dumps(message.error)}}}\n'.encode()
+    return f'{{"op":"boot_error","error":{_quote(message.error)}}}\n'.encode()
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 def encode_done(done: Done) -> bytes:
     """The `done` line: an f-string, as this is written once per job."""
     if done.ok:
-        head = f'{{"op":"done","id":{done.id},"ok":true,"result":{_dumps(done.result)}'
+        result = done.result  # JSON text, quoted as a string; None for no result
+        head = (
+            f'{{"op":"done","id":{done.id},"ok":true,'
+            f'"result":{"null" if result is None else _quote(result)}'
+        )
     else:
         error = done.error
         error_json = (
             "null"
             if error is None
-            else f'{{"type":{_dumps(error.type)},"message":{_dumps(error.message)},'
-            f'"traceback":{_dumps(error.traceback)}}}'
+            else f'{{"type":{_quote(error.type)},"message":{_quote(error.message)},'
+            f'"traceback":{_text(error.traceback)}}}'
         )
         head = (
-            f'{{"op":"done","id":{done.id},"ok":false,"outcome":{_dumps(done.outcome)},'
+            f'{{"op":"done","id":{done.id},"ok":false,"outcome":{_text(done.outcome)},'
             f'"error":{error_json}'
         )
     # repr of a float is its shortest round-trip text, which JSON reads back as is
@@ -203,10 +230,36 @@ def encode_done(done: Done) -> bytes:
 
 def decode_from_worker(line: bytes) -> FromWorker:
     """One line from a worker, checked; raises `Malformed` saying what is wrong."""
+    if len(line) > MAX_LINE:
+        raise Malformed(f"a line of {len(line)} bytes, over the {MAX_LINE} a message may have")
     try:
-        value = json.loads(line)
+        value = _loads(line.decode())
     except ValueError as exc:  # UnicodeDecodeError too
-        raise Malformed(f"not JSON ({exc}): {_excerpt(line)}") from None
+        raise Malformed(f"not JSON ({_reason(exc)}): {_excerpt(line)}") from None
+    return _checked(value)
+
+
+def _loads(text: str) -> Any:
+    """json.loads for one UTF-8 decoded line, by the scanner first (see `_scan`)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # no JSON value starts here: json.loads says why
+        end = -1
+    if end == len(text):
+        return value
+    return json.loads(text)  # whitespace around the value, or trailing data
+
+
+def _reason(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8: byte {exc.object[exc.start]:#04x} at {exc.start}"
+    return str(exc)
+
+
+def _checked(value: Any) -> FromWorker:
+    """`from_worker_json`, with the `done` line (one per job) checked first."""
+    if type(value) is dict and value.get("op") == "done":
+        return _done(value)
     return from_worker_json(value)
 
 
@@ -234,11 +287,14 @@ def _boot_error(m: dict[str, Any]) -> BootError:
 
 
 def _done(m: dict[str, Any]) -> Done:
-    # The common line, checked in one expression; anything else takes the
-    # field-by-field path, which says what is wrong.
-    get = m.get
-    id_, ok, started, finished = get("id"), get("ok"), get("started"), get("finished")
-    cpu, rss, rss_now, result = get("cpu"), get("rss"), get("rss_now"), get("result")
+    # The common line (every field there, as encode_done writes it), checked in
+    # one expression; anything else takes the field-by-field path, which says
+    # what is wrong. Subscripts, not .get: 0.13 us of 0.85 per line.
+    try:
+        id_, ok, started, finished = m["id"], m["ok"], m["started"], m["finished"]
+        cpu, rss, rss_now, result = m["cpu"], m["rss"], m["rss_now"], m["result"]
+    except KeyError:
+        return _done_checked(m)
     if (
         ok is True
         and type(id_) is int
@@ -314,26 +370,90 @@ def _excerpt(value: object) -> str:
 
 
 class WorkerLines:
-    """Splits a worker's byte stream into checked messages (a `Malformed` for a bad line)."""
+    """Splits a worker's byte stream into checked messages (a `Malformed` for a bad line).
 
-    __slots__ = ("_buffer",)
+    A line longer than `MAX_LINE` is a `Malformed` as soon as that much of it
+    has arrived, and the rest of it is skipped; what is left when the stream
+    ends is an incomplete message (`leftover`).
+    """
+
+    __slots__ = ("_pending", "_size", "_skipping")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []  # the start of a line, in the chunks it came in
+        self._size = 0
+        self._skipping = False  # the rest of an over-long line is dropped
 
     def feed(self, data: bytes) -> list[FromWorker | Malformed]:
-        if self._buffer:
-            data = self._buffer + data
-        lines = data.split(b"\n")
-        self._buffer = lines.pop()
-        if len(lines) > 1:
-            try:  # one decode for the batch: half the cost per message
-                batch = json.loads(b"[" + b",".join(lines) + b"]")
-            except ValueError:
-                batch = None  # a garbled line among them: decode one by one
-            if isinstance(batch, list) and len(batch) == len(lines):
-                return _each(from_worker_json, batch)
-        return _each(decode_from_worker, lines)
+        end = data.rfind(b"\n")
+        if end < 0:  # no line ends here: kept in pieces, joined once a line ends
+            return self._keep(data)
+        head, rest = data[:end], data[end + 1 :]
+        complete = True
+        if self._skipping:  # the first line ending here ends the over-long one
+            self._skipping = False
+            cut = head.find(b"\n")
+            complete, head = cut >= 0, head[cut + 1 :]
+        elif self._pending:
+            self._pending.append(head)
+            head = b"".join(self._pending)
+        self._pending, self._size = [], 0
+        messages: list[FromWorker | Malformed] = []
+        if complete:
+            lines = head.split(b"\n")
+            messages = _lines(lines) if len(head) <= MAX_LINE else _each(decode_from_worker, lines)
+        if rest:
+            messages += self._keep(rest)
+        return messages
+
+    def _keep(self, data: bytes) -> list[FromWorker | Malformed]:
+        if self._skipping:
+            return []
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size <= MAX_LINE:
+            return []
+        self._pending, self._size, self._skipping = [], 0, True
+        return [Malformed(f"a line of over {MAX_LINE} bytes with no end, over the limit")]
+
+    def leftover(self) -> Malformed | None:
+        """The stream ended: the incomplete last line, if one was left."""
+        if not self._pending:
+            return None
+        start = b"".join(self._pending)
+        self._pending, self._size = [], 0
+        return Malformed(f"incomplete message at the end of the stream: {_excerpt(start)}")
+
+
+def _lines(lines: list[bytes]) -> list[FromWorker | Malformed]:
+    if len(lines) == 1:
+        try:
+            return [decode_from_worker(lines[0])]
+        except Malformed as exc:
+            return [exc]
+    if len(lines) > 1:
+        try:  # one decode for the batch: half the cost per message
+            batch = _loads((b"[" + b",".join(lines) + b"]").decode())
+        except ValueError:
+            batch = None  # a garbled line among them: decode one by one
+        if type(batch) is list and len(batch) == len(lines):
+            return _each_value(batch)
+    return _each(decode_from_worker, lines)
+
+
+def _each_value(values: list[Any]) -> list[FromWorker | Malformed]:
+    """`_each(_checked, values)`, one call less per message: this is the hot path."""
+    messages: list[FromWorker | Malformed] = []
+    append = messages.append
+    for value in values:
+        try:
+            if type(value) is dict and value.get("op") == "done":
+                append(_done(value))
+            else:
+                append(from_worker_json(value))
+        except Malformed as exc:
+            append(exc)
+    return messages
 
 
 def _each(decode: Callable[[Any], FromWorker], values: list[Any]) -> list[FromWorker | Malformed]:

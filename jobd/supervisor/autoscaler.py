@@ -8,12 +8,14 @@ which the master applies (sizes.py, then the workforce spawns or retires).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from jobd.records import QueueLoad
 from jobd.settings import PoolSpec
+from jobd.store.contract import Store, StoreError
 from jobd.supervisor.scaling import Load, decide
 from jobd.supervisor.sizes import PoolSizes
 
@@ -24,12 +26,26 @@ from jobd.supervisor.sizes import PoolSizes
 LOAD_CAP_MIN = 10_000
 LOAD_CAP_MAX = 100_000
 
+log = logging.getLogger("jobd.master")
+
 
 def load_cap(pools: Iterable[PoolSpec]) -> int:
     """The ready jobs worth counting: with max_workers * scale_up_threshold
     ready, a pool already wants all its workers, and more cannot change that."""
     need = max((math.ceil(p.max_workers * p.scale_up_threshold) for p in pools), default=0)
     return min(max(need, LOAD_CAP_MIN), LOAD_CAP_MAX)
+
+
+def measure(
+    store: Store, queues: tuple[str, ...], pools: Iterable[PoolSpec], now: float
+) -> Mapping[str, QueueLoad] | None:
+    """The served queues' load, counted up to `load_cap`; None (logged) when the
+    store cannot say: the pools keep their size."""
+    try:
+        return store.queue_load(queues, now, load_cap(pools))
+    except StoreError as exc:
+        log.warning("autoscaling: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from jobd.processes import set_child_subreaper
 from jobd.settings import Settings, to_json
 from jobd.supervisor.signals import HANDLED
-from jobd.wire import LineReader, encode_datagram
+from jobd.wire import FromWorker, Malformed, WorkerLines, encode_datagram
 
 
 class Channel:
@@ -28,14 +28,15 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._reader = LineReader()
+        self._reader = WorkerLines()
         self._outbox = bytearray()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self) -> list[dict[str, Any]] | None:
-        """Messages that arrived; None once the worker's end is closed."""
+    def receive(self) -> list[FromWorker | Malformed] | None:
+        """Messages that arrived, each checked (wire.py: a `Malformed` for a line that
+        cannot be trusted); None once the worker's end is closed."""
         try:
             data = self.sock.recv(262144)
         except BlockingIOError:
@@ -73,6 +74,10 @@ class Channel:
             self._outbox.clear()
             return
         del self._outbox[:sent]
+
+    def leftover(self) -> Malformed | None:
+        """Once closed: the incomplete message the worker left, if any."""
+        return self._reader.leftover()
 
     def close(self) -> None:
         self.sock.close()

@@ -32,7 +32,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
 class Hands(Protocol):
-    """Where claimed jobs go: the workforce."""
+    """Where claimed jobs go: the workforce's handout (handout.py)."""
 
     @property
     def pools(self) -> Mapping[str, PoolSpec]: ...
@@ -157,6 +157,14 @@ class Dispatch:
                 claim.id, claim.routine, claim.attempt, claim.max_attempts, attempt.outcome,
                 f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else "",
             )  # fmt: skip
+
+    def summary(self) -> str:
+        """The counters, for the log line of a stop."""
+        c = self.counters
+        return (
+            f"{c['succeeded']} succeeded, {c['failed']} failed, {c['retried']} retried; "
+            f"{c['claimed']} claimed in {c['exchanges']} transactions"
+        )
 
     def never_started(self, claim: Claim) -> None:
         self.settles.append(never_started(claim))

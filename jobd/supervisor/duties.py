@@ -26,7 +26,7 @@ from typing import Any
 from jobd.processes import process_alive
 from jobd.records import Pulse
 from jobd.settings import ConfigError
-from jobd.store.contract import Store
+from jobd.store.contract import Store, StoreError
 from jobd.supervisor.catalog import Decider
 from jobd.units import format_duration
 
@@ -185,3 +185,11 @@ def heartbeat(
     if pulse is None or pulse.at >= judge_from:
         rescued += rescue_stale_nodes(store, me, window, now, decider)
     return Beat(cancels, rescued, judge_from)
+
+
+def leave(store: Store, me: Identity, now: float) -> None:
+    """Mark this node stopped, its jobs settled (a store that cannot is logged)."""
+    try:
+        store.stop_node(me.id, now)
+    except StoreError as exc:
+        log.warning("could not mark node %s stopped: %s", me.id, exc)

@@ -10,37 +10,35 @@ clock and processes from an injected launcher, so tests step it with fakes.
 The master owns the lifecycle (phases, signals, reload, drain), the store
 and the timers; the parts it drives each take what they need and return
 what the master applies: the workforce (its children, events.py), the pool
-sizes, the dispatch bookkeeping, the autoscaler's plan, the node duties and
-the scheduler. It never imports user code (the template does) and never
-waits on anything but the selector and store calls bounded by
-`store.timeout`; a store that fails stops claims, never supervision.
+sizes, the dispatch bookkeeping, the autoscaler's plan, the node's duties
+(node.py) and the scheduler. It never imports user code (the template
+does) and never waits on anything but the selector and store calls bounded
+by `store.timeout`; a store that fails stops claims, never supervision.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import signal
-import socket
-import time
 from collections.abc import Callable
-from typing import Protocol
 
 from setproctitle import setproctitle
 
 from jobd import exitcodes, logs
 from jobd.records import Attempt, Claim
-from jobd.settings import ConfigError, Settings, keep_unreloadable
+from jobd.settings import Settings
 from jobd.store.contract import Store, StoreError
-from jobd.supervisor import autoscaler, duties, events, status
+from jobd.supervisor import autoscaler, events, reloads, status
 from jobd.supervisor.catalog import Catalog
 from jobd.supervisor.children import Launcher, ProcessLauncher
+from jobd.supervisor.clock import Clock, Every, SystemClock
 from jobd.supervisor.dispatch import Dispatch
 from jobd.supervisor.generations import Generation
+from jobd.supervisor.node import Node
 from jobd.supervisor.phase import Lifecycle, Phase
 from jobd.supervisor.scheduler import Scheduler
-from jobd.supervisor.signals import SignalWatch
+from jobd.supervisor.signals import SignalWatch, hang_if_debugging
 from jobd.supervisor.sizes import PoolSizes
 from jobd.supervisor.wakeups import Wakeups
 from jobd.supervisor.workers import Worker
@@ -48,17 +46,6 @@ from jobd.supervisor.workforce import Workforce
 from jobd.systemd import Notifier
 
 log = logging.getLogger("jobd.master")
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    monotonic = staticmethod(time.monotonic)
-    time = staticmethod(time.time)
 
 
 class Master:
@@ -93,17 +80,15 @@ class Master:
         )  # fmt: skip
         self.dispatch = Dispatch()
         self.life = Lifecycle(boot_deadline=now + settings.pool.boot_timeout)
-        self.hostname = socket.gethostname()
-        self.node = duties.Identity(0, settings.jobd.node_name or self.hostname, self.hostname)
+        self.node = Node(settings.jobd.node_name)
         self.wakeups = Wakeups(self.selector)
         self.schedule_due: float | None = None  # wall clock: the next fire
         self.queues = autoscaler.QueueFigures()
         self.reload_error: str | None = None
         self.rates = status.Rates()
         self.title = ""
-        self.next_heartbeat = self.next_watchdog = self.next_scale = now
-        self.next_poll = now + settings.store.poll_interval
-        self.judge_from = 0.0  # store clock: no judging others' heartbeats before (duties.py)
+        self.heartbeat, self.scale, self.watchdog = Every(now), Every(now), Every(now)
+        self.poll = Every(now + settings.store.poll_interval)
         self.scheduler: Scheduler | None = None  # created once the node is registered
 
     @property
@@ -151,13 +136,12 @@ class Master:
             assert self.open_store is not None
             self._store = self.open_store()
         self.store.check_schema()
-        now = self.clock.time()
-        self.node = duties.join(self.store, self.node, self.settings.store.node_window(), now)
+        now, window = self.clock.time(), self.settings.store.node_window()
+        self.catalog.use(self.store.routine_policies())  # until the template reports
+        rescued = self.node.join(self.store, window, now, self.catalog.for_dead_node(now))
         node_id = self.workforce.node_id = self.node.id
         self.scheduler = Scheduler(self.store, self.settings, node_id)
-        self.catalog.use(self.store.routine_policies())  # until the template reports
-        decider = self.catalog.for_dead_node(now)
-        if duties.rescue_dead_local_nodes(self.store, self.node, now, decider):
+        if rescued:
             self.mark_ready()
         self.wakeups.listen(self.store.wake_listener())
         log.info("node %s started: %s", node_id, status.pools(self.settings.pool_specs()))
@@ -178,10 +162,9 @@ class Master:
         now = self.clock.monotonic()
         if self.dispatch.settles and not self.dispatch.backing_off(now):
             return 0.0
-        deadlines = [self.next_heartbeat, self.next_poll, self.next_scale]
-        deadlines += self.workforce.deadlines()
+        deadlines = [self.heartbeat.at, self.poll.at, self.scale.at, *self.workforce.deadlines()]
         if self.notifier.watchdog_usec:
-            deadlines.append(self.next_watchdog)
+            deadlines.append(self.watchdog.at)
         walls = self.wakeups.timers() + ([] if self.schedule_due is None else [self.schedule_due])
         deadlines += [wall + now - self.clock.time() for wall in walls]
         deadlines += self.life.deadlines()
@@ -246,9 +229,8 @@ class Master:
     def _pet_watchdog(self) -> None:
         """WATCHDOG=1 at half of WATCHDOG_USEC, sent only from a step that completed."""
         usec = self.notifier.watchdog_usec
-        if usec and self.clock.monotonic() >= self.next_watchdog:
+        if usec and self.watchdog.due(self.clock.monotonic(), usec / 2_000_000):
             self.notifier.watchdog()
-            self.next_watchdog = self.clock.monotonic() + usec / 2_000_000
 
     # -- signals and phases --------------------------------------------------
 
@@ -265,16 +247,14 @@ class Master:
             self.begin_reload()
         elif signum in (signal.SIGTTIN, signal.SIGTTOU):
             self.adjust_bounds(1 if signum == signal.SIGTTIN else -1)
-        elif signum == signal.SIGUSR2 and os.environ.get("JOBD_DEBUG_HANG") == "1":
-            log.warning("SIGUSR2 with JOBD_DEBUG_HANG=1: the loop stops answering (debug)")
-            while True:  # a hung loop, for testing the watchdog
-                time.sleep(3600)
+        elif signum == signal.SIGUSR2:
+            hang_if_debugging()
 
     def begin_reload(self) -> None:
         """SIGHUP: new config and code in a new generation of workers.
 
         The running generation keeps working until the new one has booted
-        (workforce.py); a config that does not load, or a generation that
+        (reloads.py); a config that does not load, or a generation that
         does not boot, leaves everything as it was, and says why in STATUS=.
         """
         if self.phase is Phase.STARTING:
@@ -287,17 +267,10 @@ class Master:
             log.warning("SIGHUP ignored while %s", self.phase.value)
             return
         self.notifier.reloading()
-        if self.load_settings is None:
-            self._reload_failed("no config to reload")
+        fresh = reloads.fresh_settings(self.settings, self.load_settings)
+        if isinstance(fresh, str):
+            self._reload_failed(fresh)
             return
-        try:
-            fresh = self.load_settings()
-        except ConfigError as exc:
-            self._reload_failed(str(exc))
-            return
-        fresh, fixed = keep_unreloadable(self.settings, fresh)
-        for name in fixed:
-            log.warning("reload: %s changed but needs a restart; keeping the running value", name)
         log.info("reload: booting generation %d", self.workforce.generations.count + 1)
         self.workforce.begin_reload(fresh)
 
@@ -307,7 +280,6 @@ class Master:
             self.scheduler.reload(settings)
         self.reload_error = None
         logs.set_level(settings.jobd.log_level)
-        self.sizes.reset(settings.pool_specs(), self.clock.monotonic())
         self.mark_ready()
         self.notifier.ready(self.status_line())
 
@@ -376,7 +348,7 @@ class Master:
 
     def mark_ready(self, queues: list[str] | None = None) -> None:
         """There may be ready jobs again (in `queues`, or anywhere): claim."""
-        self.dispatch.mark_ready(self.workforce.pools.values(), queues)
+        self.dispatch.mark_ready(self.sizes.pools.values(), queues)
 
     # -- wake-ups and timers -------------------------------------------------
 
@@ -385,17 +357,13 @@ class Master:
         return self.wakeups.read(self.clock.time(), self.settings.serves, self.mark_ready, at_most)
 
     def _run_timers(self) -> None:
-        mono, now = self.clock.monotonic(), self.clock.time()
-        if self.wakeups.expired(now):
+        mono, now, pools = self.clock.monotonic(), self.clock.time(), self.sizes.pools.values()
+        delayed_ready = self.wakeups.expired(now)
+        if self.poll.due(mono, self.settings.store.poll_interval) or delayed_ready:
             self.mark_ready()
-        if mono >= self.next_poll:
-            self.next_poll = mono + self.settings.store.poll_interval
-            self.mark_ready()
-        if mono >= self.next_scale:
-            self.next_scale = mono + min(p.scale_interval for p in self.workforce.pools.values())
+        if self.scale.due(mono, min(pool.scale_interval for pool in pools)):
             self._autoscale(now, mono)
-        if mono >= self.next_heartbeat:
-            self.next_heartbeat = mono + self.settings.store.heartbeat_interval
+        if self.heartbeat.due(mono, self.settings.store.heartbeat_interval):
             self._heartbeat(now)
         if self.life.boot_overdue(mono):
             self.fail_boot(f"workers did not boot within {self.settings.pool.boot_timeout:g}s")
@@ -408,12 +376,9 @@ class Master:
 
     def _autoscale(self, now: float, mono: float) -> None:
         """Each pool's size from its queues' load (autoscaler.py plans, scaling.py decides)."""
-        pools = self.workforce.pools.values()
-        try:
-            queues = self.settings.served_queues()
-            loads = self.store.queue_load(queues, now, autoscaler.load_cap(pools))
-        except StoreError as exc:
-            log.warning("autoscaling: %s", exc)
+        pools = self.sizes.pools.values()
+        loads = autoscaler.measure(self.store, self.settings.served_queues(), pools, now)
+        if loads is None:
             return
         self.queues = autoscaler.figures(loads, now)
         if self.phase is not Phase.RUNNING:
@@ -430,23 +395,14 @@ class Master:
 
     def _heartbeat(self, now: float) -> None:
         """Record liveness and what runs here; stop cancelled jobs; rescue dead nodes."""
-        counters = self.counters
-        done = counters["succeeded"] + counters["failed"]
-        self.rates.sample(self.clock.monotonic(), done, counters["failed"])
+        self.rates.sample(self.clock.monotonic(), self.counters)
         info = status.node_info(
-            self.phase.value, self.settings, self.workforce, self.sizes, counters
+            self.phase.value, self.settings, self.workforce, self.sizes, self.counters
         )
-        window = self.settings.store.node_window()
-        try:
-            beat = duties.heartbeat(
-                self.store, self.node, window, now, info, self.catalog.for_dead_node(now),
-                self.judge_from,
-            )  # fmt: skip
-        except StoreError as exc:
-            log.warning("heartbeat: %s", exc)
-        else:
-            self.judge_from = beat.judge_from
-            self.workforce.cancel(beat.cancels)
+        window, decider = self.settings.store.node_window(), self.catalog.for_dead_node(now)
+        beat = self.node.beat(self.store, window, now, info, decider)
+        if beat is not None:
+            self.workforce.jobs.cancel(beat.cancels)
             if beat.rescued:
                 self.mark_ready()
         if not self.wakeups.check():  # its own connection: checked even when the store is not
@@ -454,14 +410,9 @@ class Master:
         self.notifier.status(self.status_line())
 
     def _tick_scheduler(self) -> None:
-        """Recurring routines: a comparison until a fire is due, then one bounded
-        transaction; what fired is claimed at once.
-
-        After the step's exchange, and only once the pool is running: the first
-        pass imports croniter and syncs every schedule (35-45 ms here, a `file`
-        subprocess included), which in the timers ran before the first claim
-        and held the first jobs back by that much (docs/performance.md).
-        """
+        """Recurring routines (scheduler.py); what fired is claimed at once. After the
+        exchange, once running: the first pass (croniter, every schedule synced, 35-45
+        ms) held the first claims back when it ran with the timers (docs/performance.md)."""
         if self.scheduler is None or self.phase is not Phase.RUNNING:
             return
         self.schedule_due = self.scheduler.tick(self.clock.time())
@@ -476,7 +427,7 @@ class Master:
         transaction (dispatch.py)."""
         claiming = self.phase is Phase.RUNNING
         now, mono = self.clock.time(), self.clock.monotonic()
-        self.dispatch.exchange(self.store, self.node.id, self.workforce, claiming, now, mono)
+        self.dispatch.exchange(self.store, self.node.id, self.workforce.jobs, claiming, now, mono)
 
     def _maybe_finish(self) -> None:
         if not self.life.winding_down or self.workers:
@@ -484,15 +435,8 @@ class Master:
         dropped = self.dispatch.give_up(self.clock.monotonic())
         if dropped is None:
             return  # the store may come back for the results still to record
-        try:
-            self.store.stop_node(self.node.id, self.clock.time())
-        except StoreError as exc:
-            log.warning("could not mark node %s stopped: %s", self.node.id, exc)
-        c = self.counters
-        log.info(
-            "stopped: %d succeeded, %d failed, %d retried; %d claimed in %d transactions",
-            c["succeeded"], c["failed"], c["retried"], c["claimed"], c["exchanges"],
-        )  # fmt: skip
+        self.node.leave(self.store, self.clock.time())
+        log.info("stopped: %s", self.dispatch.summary())
         self.life.finish(bool(dropped))
 
     # -- status --------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from jobd.errors import UnregisteredRoutine
 from jobd.policy import Policy
 from jobd.records import Attempt, Claim, JobState, NewJob, Settle
+from jobd.wire import Done
 
 FAILED_HOOK_ROUTINE = "jobd.failure:call_failed_hook"
 
@@ -84,16 +85,17 @@ def failed_hook_job(claim: Claim, attempt: Attempt, now: float) -> NewJob:
     )
 
 
-def attempt_from_done(claim: Claim, done: dict[str, Any], node_id: int, pid: int | None) -> Attempt:
-    """The record of an attempt its worker reported on."""
-    error = done.get("error") or {}
+def attempt_from_done(claim: Claim, done: Done, node_id: int, pid: int | None) -> Attempt:
+    """The record of an attempt its worker reported on (checked by wire)."""
+    error = done.error
     return Attempt(
         job_id=claim.id, attempt=claim.attempt, routine=claim.routine, queue=claim.queue,
-        node_id=node_id, worker_pid=pid, started_at=float(done["started"]),
-        finished_at=float(done["finished"]),
-        outcome="succeeded" if done.get("ok") else str(done.get("outcome", "error")),
-        error_type=error.get("type"), error_message=error.get("message"),
-        traceback=error.get("traceback"), cpu_seconds=done.get("cpu"), peak_rss=done.get("rss"),
+        node_id=node_id, worker_pid=pid, started_at=done.started, finished_at=done.finished,
+        outcome="succeeded" if done.ok else done.outcome or "error",
+        error_type=None if error is None else error.type,
+        error_message=None if error is None else error.message,
+        traceback=None if error is None else error.traceback,
+        cpu_seconds=done.cpu, peak_rss=done.rss,
     )  # fmt: skip
 
 

@@ -9,9 +9,14 @@ full, appends cannot.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import socket
+import time
 from types import FrameType
+
+log = logging.getLogger("jobd.master")
 
 HANDLED = (
     signal.SIGTERM,
@@ -56,3 +61,12 @@ class SignalWatch:
         signal.set_wakeup_fd(self._old_fd)
         self._read.close()
         self._write.close()
+
+
+def hang_if_debugging() -> None:
+    """SIGUSR2 with JOBD_DEBUG_HANG=1: the loop stops answering (the watchdog's test)."""
+    if os.environ.get("JOBD_DEBUG_HANG") != "1":
+        return
+    log.warning("SIGUSR2 with JOBD_DEBUG_HANG=1: the loop stops answering (debug)")
+    while True:
+        time.sleep(3600)

@@ -1,19 +1,23 @@
-"""Each pool's size, in one place: its bounds, its target and when it last changed.
+"""The running pools and each one's size, in one place: its bounds, its target and
+when it last changed.
 
 Three things change a pool's size, each through `PoolSizes`:
 
-- the autoscaler sets a new target within the bounds (`resize`);
+- the autoscaler sets a new target within the bounds (`resize`, the master
+  applies its plan);
 - SIGTTIN / SIGTTOU move the bounds by one worker, until the next reload
-  (`nudge`);
-- a reload that takes over brings the new config's bounds, and the target
-  starts again at `min_workers` (`reset`).
+  (`nudge`, from the master's signal handling);
+- a reload that takes over brings the new config's pools and bounds, and
+  every target starts again at `min_workers` (`reset`, when the new
+  generation takes over: reloads.py).
 
-The workforce reads the targets to spawn and shrink; nothing else writes them.
+The workforce reads the targets to spawn and shrink, the dispatch and the
+autoscaler the pools; nothing else keeps a copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from jobd.settings import PoolSpec
@@ -31,10 +35,18 @@ class PoolSize:
 class PoolSizes:
     def __init__(self, pools: Iterable[PoolSpec], now: float) -> None:
         self._sizes: dict[str, PoolSize] = {}
+        self._pools: dict[str, PoolSpec] = {}
         self.reset(pools, now)
 
+    @property
+    def pools(self) -> Mapping[str, PoolSpec]:
+        """The running generation's pools, by name."""
+        return self._pools
+
     def reset(self, pools: Iterable[PoolSpec], now: float) -> None:
-        """The configured bounds, and every target back at its pool's minimum."""
+        """The configured pools and bounds, and every target back at its pool's minimum."""
+        pools = list(pools)
+        self._pools = {pool.name: pool for pool in pools}
         self._sizes = {
             pool.name: PoolSize(pool.min_workers, pool.max_workers, pool.min_workers, now)
             for pool in pools

@@ -30,8 +30,9 @@ class Rates:
     def __init__(self) -> None:
         self._samples: deque[tuple[float, int, int]] = deque()
 
-    def sample(self, mono: float, done: int, failed: int) -> None:
-        self._samples.append((mono, done, failed))
+    def sample(self, mono: float, counters: dict[str, int]) -> None:
+        failed = counters["failed"]
+        self._samples.append((mono, counters["succeeded"] + failed, failed))
         while len(self._samples) > 2 and mono - self._samples[1][0] >= self.WINDOW:
             self._samples.popleft()
 
@@ -64,7 +65,7 @@ def status_line(
     parts = []
     pools = workforce.pools
     for name in pools:
-        workers = [w for w in workforce.pool_workers(name) if not w.standby]
+        workers = [w for w in workforce.crew.pool_workers(name) if not w.standby]
         busy = sum(1 for w in workers if w.inflight)
         size = len(workforce.live(name))
         text = f"{busy}/{size} busy" if len(pools) == 1 else f"{name} {busy}/{size} busy"

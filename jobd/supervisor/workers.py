@@ -2,9 +2,9 @@
 
 A worker holds the job it runs and, when jobs are short, further jobs that
 wait in its socket (pipelining.py). The master changes these records as
-messages, exits and its own orders come in (workforce.py); everything it
-decides from them (which worker gets a job, whether a limit is passed)
-reads them.
+messages, exits and its own orders come in (workforce.py and the parts
+that share its roster, crew.py); everything it decides from them (which
+worker gets a job, whether a limit is passed) reads them.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Worker:
     kill_rss: int | None = None  # the RSS that got it killed
     signalled: int | None = None  # the last signal the master sent it
     boot_error: str | None = None
+    untrusted: bool = False  # sent a malformed message: killed, nothing more it says counts
     job_quota: int | None = None  # retire after this many jobs (max_jobs_per_worker)
     pool: str = "default"
     idle_since: float | None = None  # monotonic: when it last had nothing to do

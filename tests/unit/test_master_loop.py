@@ -89,6 +89,10 @@ class FakeWorker:
     def say(self, **message: Any) -> None:
         self.sock.sendall(json.dumps(message).encode() + b"\n")
 
+    def write(self, data: bytes) -> None:
+        """Raw bytes, as a buggy worker might write them."""
+        self.sock.sendall(data)
+
     def orders(self) -> list[dict[str, Any]]:
         try:
             return self.reader.feed(self.sock.recv(1 << 20))
@@ -870,4 +874,123 @@ def test_queue_counts_stop_at_the_cap_and_the_status_says_so(
     assert (harness.master.queues.queued, harness.master.queues.capped) == (8, True)
     assert "8+ queued" in harness.master.status_line()
     assert harness.master.sizes.target("default") == 3  # the decision is the uncapped one
+    harness.master.close()
+
+
+# -- a worker's malformed message ----------------------------------------------------
+
+MALFORMED_DONE = {
+    "truncated": b'{"op":"done","id":%d,"ok":true,"started":1.0,"fin\n',
+    "not UTF-8": b'{"op":"done","id":%d,"ok":true,"result":"\xff"}\n',
+    "a wrong type": b'{"op":"done","id":%d,"ok":true,"started":"now","finished":2.0}\n',
+    "a missing field": b'{"op":"done","id":%d,"ok":true,"started":1.0}\n',
+    "an unknown kind": b'{"op":"finished","id":%d}\n',
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED_DONE))
+def test_a_malformed_done_kills_its_worker_and_records_the_attempt(
+    harness: Harness, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    workers = harness.boot()
+    job_id = harness.enqueue(max_attempts=2)
+    harness.master.mark_ready()
+    ((worker, order),) = harness.orders(workers)
+    pid = 1000 + workers.index(worker)
+    good = json.dumps({"op": "done", "id": job_id, "ok": True, "started": T0, "finished": T0})
+    caplog.clear()
+    # a valid done right behind the bad line: nothing after it is trusted
+    worker.write(MALFORMED_DONE[kind] % job_id + good.encode() + b"\n")
+    harness.step()
+    (line,) = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert f"pid {pid}" in line.getMessage() and line.levelname == "ERROR"
+    assert (pid, signal.SIGKILL) in harness.launcher.kills
+    assert harness.store.get_job(job_id).state == "running"
+    harness.launcher.exits.append((pid, killed_by(signal.SIGKILL)))
+    harness.step()
+    (attempt,) = harness.store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type) == ("killed", "SIGKILL")
+    assert attempt.error_message is not None
+    assert attempt.error_message.startswith("malformed message: ")
+    job = harness.store.get_job(job_id)
+    assert (job.state, job.run_at) == ("queued", T0 + 5.0)  # retried by its policy
+    # the master goes on: the next job is served and recorded
+    other = harness.enqueue()
+    harness.master.mark_ready()
+    ((server, order),) = harness.orders([w for w in workers if w is not worker])
+    assert order["id"] == other
+    server.done(order)
+    harness.step()
+    assert harness.store.get_job(other).state == "succeeded"
+    assert len(harness.template.forks) == 3  # the killed worker's slot was forked again
+
+
+def test_a_malformed_last_attempt_fails_the_job(harness: Harness) -> None:
+    workers = harness.boot()
+    job_id = harness.enqueue(max_attempts=1)
+    harness.master.mark_ready()
+    ((worker, _order),) = harness.orders(workers)
+    pid = 1000 + workers.index(worker)
+    worker.write(b"\x00\x01 not a message\n")
+    harness.step()
+    assert (pid, signal.SIGKILL) in harness.launcher.kills
+    harness.launcher.exits.append((pid, killed_by(signal.SIGKILL)))
+    harness.step()
+    assert harness.store.get_job(job_id).state == "failed"
+    (attempt,) = harness.store.job_attempts(job_id)
+    assert attempt.outcome == "killed"
+    assert attempt.error_message == (
+        "malformed message: not JSON (Expecting value: line 1 column 1 (char 0)): "
+        "\\x00\\x01 not a message"
+    )
+
+
+def test_an_idle_workers_garbage_costs_only_that_worker(harness: Harness) -> None:
+    workers = harness.boot()
+    workers[0].write(b'{"op":"hello","pid":"one"}\n')
+    harness.step()
+    assert harness.launcher.kills == [(1000, signal.SIGKILL)]
+    harness.launcher.exits.append((1000, killed_by(signal.SIGKILL)))
+    harness.step()
+    assert harness.master.phase is Phase.RUNNING
+    assert len(harness.template.forks) == 3
+
+
+def test_a_malformed_last_line_of_a_dead_worker_sends_no_signal(harness: Harness) -> None:
+    # Read after the worker was reaped: its pid may already be another process's.
+    workers = harness.boot()
+    job_id = harness.enqueue()
+    harness.master.mark_ready()
+    ((worker, _order),) = harness.orders(workers)
+    pid = 1000 + workers.index(worker)
+    worker.write(b'{"op":"done","id":%d,"ok":tru\n' % job_id)
+    harness.launcher.exits.append((pid, exited_with(1)))
+    harness.master.workforce.reap()  # reaped before the selector saw the line
+    harness.step()
+    assert harness.launcher.kills == []
+    (attempt,) = harness.store.job_attempts(job_id)
+    assert (attempt.outcome, attempt.error_type) == ("killed", "WorkerExit")
+    assert harness.store.get_job(job_id).state == "queued"
+
+
+def test_a_template_stopped_earlier_in_the_step_is_not_read(store: Store) -> None:
+    # The new generation takes over (its last hello) in the step in which the
+    # old template is also readable: the take-over stops it, and its turn in
+    # the same step's events must not read it.
+    harness = Harness(store, reload=lambda: settings_with(min_workers=2))
+    harness.boot()
+    old_template = harness.template
+    harness.master.handle_signal(signal.SIGHUP)
+    template = harness.template
+    template.tell(op="ready", catalog=CATALOG)
+    harness.step()
+    first, second = template.workers.values()
+    template.tell(op="forked", slot=first.slot, pid=2000)
+    template.tell(op="forked", slot=second.slot, pid=2001)
+    first.say(op="hello", pid=2000)
+    harness.step()
+    second.say(op="hello", pid=2001)  # the take-over, first in the step's events
+    old_template.tell(op="forked", slot=99, pid=3000)
+    harness.step()
+    assert harness.master.workforce.generation == 2
     harness.master.close()
