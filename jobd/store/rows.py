@@ -87,4 +87,5 @@ def job_from_row(row: Any) -> Job:
         finished_at=row.finished_at,
         node_id=row.node_id,
         cancel_requested=bool(row.cancel_requested),
+        runs=row.runs,
     )

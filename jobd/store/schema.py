@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 # The head of the migration history (jobd/store/migrations/versions); the
 # master compares it with `alembic_version` without importing Alembic.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = MetaData()
 
@@ -52,7 +52,10 @@ jobs = Table(
     Column("args", Text, nullable=False, server_default="[]"),
     Column("kwargs", Text, nullable=False, server_default="{}"),
     Column("result", Text),
+    # The count toward max_attempts: given back by an uncounted put-back, reset
+    # by a manual retry. `runs` only grows: the attempt number (revision 0004).
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("runs", Integer, nullable=False, server_default="0"),
     Column("max_attempts", Integer, nullable=False),
     Column("unique_key", String(255)),
     Column("enqueued_at", Float, nullable=False),

@@ -24,6 +24,7 @@ import pytest
 
 import jobd.examples
 from jobd import Client, exitcodes
+from jobd.records import JobState, Settle
 from jobd.routines import REGISTRY
 from jobd.store import open_store
 
@@ -424,6 +425,18 @@ def test_jobs_show(cli: Jobd, client: Client) -> None:
     text = cli.ok("jobs", "show", str(job.id)).stdout
     assert "routine   " in text
     assert ADD in text
+
+
+def test_jobs_show_names_the_runs_when_they_differ_from_the_attempts(
+    cli: Jobd, client: Client
+) -> None:
+    job = client.enqueue(ADD, 1, b=2)
+    assert "attempts          0/3\n" in cli.ok("jobs", "show", str(job.id)).stdout
+    node = client.store.register_node("cli", "host", 1, time.time())
+    (held,) = client.store.exchange(node, [], (job.queue,), 1, time.time())
+    back = Settle(held.id, JobState.QUEUED, None, uncount=True)  # a drain gave it back
+    client.store.exchange(node, [back], (job.queue,), 0, time.time())
+    assert "attempts          0/3 (runs 1)\n" in cli.ok("jobs", "show", str(job.id)).stdout
 
 
 def test_jobs_cancel_a_queued_job(cli: Jobd, client: Client) -> None:
