@@ -37,7 +37,14 @@ class WorkerInfo:
 
 @dataclass(frozen=True)
 class JobContext:
-    """The job running now; `jobd.current_job()` inside a routine."""
+    """The job running now; `jobd.current_job()` inside a routine.
+
+    `attempt` is the job's attempt number: it names this run alone (as in
+    `jobd jobs show` and the journal's JOBD_ATTEMPT) and never repeats. It
+    counts every run, also those that did not count toward `max_attempts`
+    (a run a drain interrupted, the runs before a `jobd jobs retry`), so it
+    may exceed `max_attempts`.
+    """
 
     id: int
     routine: str

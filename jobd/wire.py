@@ -62,7 +62,7 @@ def run_message(claim: Claim) -> bytes:
     """The run order for a claimed job, spliced from its stored JSON text."""
     return (
         f'{{"op":"run","id":{claim.id},"routine":{_quoted(claim.routine)},'
-        f'"queue":{_quoted(claim.queue)},"attempt":{claim.attempts_counted},'
+        f'"queue":{_quoted(claim.queue)},"attempt":{claim.attempt},'
         f'"max_attempts":{claim.max_attempts},"enqueued_at":{claim.enqueued_at!r},'
         f'"args":{claim.args_json},"kwargs":{claim.kwargs_json}}}\n'
     ).encode()

@@ -50,7 +50,7 @@ def failed_hooks_order(worker: Worker, claim: Claim, attempt: Attempt) -> dict[s
     return {
         "job": {
             "id": claim.id, "routine": claim.routine, "queue": claim.queue,
-            "attempt": claim.attempts_counted, "max_attempts": claim.max_attempts,
+            "attempt": claim.attempt, "max_attempts": claim.max_attempts,
             "enqueued_at": claim.enqueued_at,
         },
         "worker": {"slot": worker.slot, "pid": attempt.worker_pid},

@@ -10,7 +10,7 @@ changes nothing.
 
 from __future__ import annotations
 
-from jobd.records import JobState, Settle
+from jobd.records import ClaimRequest, JobState, Settle
 from jobd.store.sql import SQLStore
 from tests.integration.jobs import NOW, attempt_for, claim, new_job
 
@@ -81,3 +81,13 @@ def test_a_settle_of_an_earlier_run_is_stale_after_a_put_back_and_a_reclaim(
         "succeeded",
         "ok",
     )
+
+
+def test_a_weighted_claim_carries_the_run_number_too(store: SQLStore, node: int) -> None:
+    (job,) = store.enqueue([new_job(queue="heavy")])
+    request = ClaimRequest(("heavy", "light"), 1, (3.0, 1.0))
+    ((first,),) = store.exchange_many(node, [], [request], NOW)
+    back = Settle(first.id, JobState.QUEUED, None, uncount=True)
+    ((second,),) = store.exchange_many(node, [back], [request], NOW)
+    assert (first.attempt, first.counted, second.attempt, second.counted) == (1, 1, 2, 1)
+    assert store.get_job(job.job.id).runs == 2
