@@ -13,6 +13,8 @@ The seeds' events map to methods: `job.processing` -> `job_processing`,
 `job_failed` also runs for attempts that ended outside the job (a hard
 limit, a cancel, a kill, a stop), with a `jobd.JobKilled`, in a child of
 the worker template: the worker that ran the job is gone (worker/aftermath.py).
+An attempt lost with its whole node gets them from the template of the node
+that rescues it (supervisor/duties.py), with the outcome `lost`.
 
 Errors: an exception in `worker_boot` fails the worker's boot (the master
 reports it); in `job_processing` it fails the attempt as if the job had

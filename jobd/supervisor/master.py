@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from setproctitle import setproctitle
 
@@ -157,7 +157,9 @@ class Master:
         self.scheduler = Scheduler(self.store, self.settings, node_id)
         self.catalog.use(self.store.routine_policies())  # until the template reports
         decider = self.catalog.for_dead_node(now)
-        if duties.rescue_dead_local_nodes(self.store, self.node, now, decider):
+        if duties.rescue_dead_local_nodes(
+            self.store, self.node, now, decider, self._run_failed_hooks
+        ):
             self.mark_ready()
         self.wakeups.listen(self.store.wake_listener())
         log.info("node %s started: %s", node_id, status.pools(self.settings.pool_specs()))
@@ -440,7 +442,7 @@ class Master:
         try:
             beat = duties.heartbeat(
                 self.store, self.node, window, now, info, self.catalog.for_dead_node(now),
-                self.judge_from,
+                self.judge_from, self._run_failed_hooks,
             )  # fmt: skip
         except StoreError as exc:
             log.warning("heartbeat: %s", exc)
@@ -452,6 +454,13 @@ class Master:
         if not self.wakeups.check():  # its own connection: checked even when the store is not
             self.mark_ready()  # wake-ups may have been missed
         self.notifier.status(self.status_line())
+
+    def _run_failed_hooks(self, order: dict[str, Any]) -> None:
+        """The job_failed hooks of an attempt a rescue lost (duties.rescue), run by
+        the current generation's template; none while it has no template."""
+        template = self.workforce.generations.current.template
+        if template is not None:
+            template.run_failed_hooks(order)
 
     def _tick_scheduler(self) -> None:
         """Recurring routines: a comparison until a fire is due, then one bounded
