@@ -363,7 +363,7 @@ class Master:
 
     def _record_catalog(self, catalog: dict[str, dict[str, object]]) -> None:
         try:
-            self.store.register_routines(catalog, self.clock.time())
+            self.store.register_routines(catalog, self.clock.time(), self.node.id)
         except StoreError as exc:
             log.warning("could not record the routine catalog: %s", exc)
 

@@ -63,7 +63,8 @@ def test_a_database_of_revision_0002_keeps_its_rows_and_indexes(tmp_path: Path) 
         indexes_after = sorted(
             raw.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql NOT NULL")
         )
-    assert indexes_after == indexes_before  # the partial indexes stay partial
+    # The partial indexes stay partial (later revisions may add indexes of their own).
+    assert set(indexes_before) <= set(indexes_after)
     (job,) = store.enqueue([new_job()])
     # From the migration on, ids only grow; what an older jobd deleted before
     # it (id 3 here) it cannot know of.
