@@ -244,3 +244,34 @@ def test_an_attempt_lost_with_its_master_runs_the_job_failed_hooks_once(daemon: 
     )
     assert daemon.stop() == 0
     assert len(daemon.events_seen("job_failed")) == 1
+
+
+def test_a_reload_whose_code_drops_a_routine_drops_it_from_the_catalog(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    write_app(app, "hello")
+    daemon = Daemon(
+        tmp_path, jobd={"modules": ["jobd_test_routines", "reload_app"],
+                        "pythonpath": [str(Path(__file__).parent), str(app)]},
+    )  # fmt: skip
+    try:
+        daemon.start()
+        assert "reload_app:greet" in daemon.cli("routines", "--json").stdout
+        (app / "reload_app.py").write_text(
+            "import jobd\n\n@jobd.routine\ndef welcome() -> str:\n    return 'hi'\n"
+        )
+        daemon.notices.clear()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_notice("READY=1")
+        catalog = wait_until(
+            lambda: (
+                "reload_app:welcome" in (found := daemon.cli("routines", "--json").stdout) and found
+            ),
+            what="the new generation's catalog",
+        )
+        assert "reload_app:greet" not in catalog
+        refused = daemon.cli("enqueue", "reload_app:greet")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "reload_app:greet" in refused.stderr
+    finally:
+        daemon.kill_all()
