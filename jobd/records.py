@@ -141,7 +141,7 @@ class Claim(NamedTuple):
 
     @property
     def attempts_counted(self) -> int:
-        """The count toward max_attempts: what retries and the job's `attempt` go by."""
+        """The count toward max_attempts: what retries and their backoff go by."""
         return self.counted or self.attempt
 
 
