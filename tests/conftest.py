@@ -49,11 +49,17 @@ def pg_url() -> Iterator[str]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+MEMORY_URL = "memory://"  # jobd.store.memory.MemoryStore's
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Both dialects: the store contract runs on each."""
+    """Both dialects: the store contract runs on each. A test that holds for the
+    in-memory store too asks for "memory" as well (tests/integration/jobs.py)."""
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
+    if request.param == "memory":
+        return MEMORY_URL
     return str(request.getfixturevalue("pg_url"))
 
 

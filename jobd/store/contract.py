@@ -77,7 +77,7 @@ class Store(Protocol):
     """What jobd needs from a database. Every call is bounded by the store's timeout."""
 
     url: str
-    dialect: str  # "sqlite" or "postgresql": retention pauses between batches on SQLite
+    dialect: str  # "sqlite", "postgresql" or "memory": retention pauses between batches on SQLite
 
     def describe(self) -> str:
         """The database, for messages (no password)."""

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from jobd.records import Attempt, Job, JobState, QueueLoad, QueueStats, RoutineStats, percentile
+from jobd.records import Attempt, Job, JobState, QueueLoad, QueueStats, RoutineStats
 from jobd.store import schema
 from jobd.store.claims import IS_QUEUED
 from jobd.store.contract import InvalidTransition, JobNotFound
 from jobd.store.database import Database
-from jobd.store.rows import job_from_row
+from jobd.store.rows import job_from_row, routine_stats
 from jobd.store.writes import Writes
 
 jobs, attempts = schema.jobs, schema.attempts
@@ -172,37 +172,8 @@ class Queries:
         ).where(attempts.c.finished_at >= since)  # fmt: skip
         if routine is not None:
             stmt = stmt.where(attempts.c.routine == routine)
-        durations: dict[str, list[float]] = {}
-        outcomes: dict[str, dict[str, int]] = {}
-        peaks: dict[str, int] = {}
-        cpu: dict[str, float] = {}
         with self._db.transaction(write=False) as conn:
-            for name, outcome, started, finished, rss, seconds in conn.execute(stmt):
-                counts = outcomes.setdefault(name, {})
-                counts[outcome] = counts.get(outcome, 0) + 1
-                if started is not None:
-                    durations.setdefault(name, []).append(max(finished - started, 0.0))
-                if rss is not None:
-                    peaks[name] = max(peaks.get(name, 0), rss)
-                cpu[name] = cpu.get(name, 0.0) + (seconds or 0.0)
-        stats = []
-        for name in sorted(outcomes):
-            ordered = sorted(durations.get(name, []))
-            counts = outcomes[name]
-            stats.append(
-                RoutineStats(
-                    routine=name,
-                    runs=sum(counts.values()),
-                    succeeded=counts.get("succeeded", 0),
-                    outcomes=counts,
-                    p50=percentile(ordered, 0.5),
-                    p95=percentile(ordered, 0.95),
-                    max_duration=ordered[-1] if ordered else None,
-                    peak_rss=peaks.get(name),
-                    cpu_seconds=cpu.get(name, 0.0),
-                )
-            )
-        return stats
+            return routine_stats(conn.execute(stmt).tuples())
 
     def queue_stats(self, now: float | None = None) -> list[QueueStats]:
         counts: dict[str, dict[str, int]] = {}

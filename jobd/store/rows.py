@@ -1,11 +1,16 @@
-"""Rows of the `jobs` table to records, and new jobs to rows."""
+"""Rows of the store's tables to records, and new jobs to rows.
+
+Pure (no SQLAlchemy): the SQL store's statement modules and the in-memory
+store (memory.py) share these, so both build their records the same way.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from jobd.records import Job, JobState, NewJob, loads_or_none
+from jobd.records import Job, JobState, NewJob, RoutineStats, loads_or_none, percentile
 
 
 def insert_row(job: NewJob) -> dict[str, Any]:
@@ -89,3 +94,46 @@ def job_from_row(row: Any) -> Job:
         cancel_requested=bool(row.cancel_requested),
         runs=row.runs,
     )
+
+
+# (routine, outcome, started_at, finished_at, peak_rss, cpu_seconds) of one attempt
+AttemptFigures = tuple[str, str, float | None, float, int | None, float | None]
+
+
+def routine_stats(rows: Iterable[AttemptFigures]) -> list[RoutineStats]:
+    """Per routine, by name: the figures of the attempts in `rows`."""
+    durations: dict[str, list[float]] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    peaks: dict[str, int] = {}
+    cpu: dict[str, float] = {}
+    for name, outcome, started, finished, rss, seconds in rows:
+        counts = outcomes.setdefault(name, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if started is not None:
+            durations.setdefault(name, []).append(max(finished - started, 0.0))
+        if rss is not None:
+            peaks[name] = max(peaks.get(name, 0), rss)
+        cpu[name] = cpu.get(name, 0.0) + (seconds or 0.0)
+    stats = []
+    for name in sorted(outcomes):
+        ordered = sorted(durations.get(name, []))
+        counts = outcomes[name]
+        stats.append(
+            RoutineStats(
+                routine=name,
+                runs=sum(counts.values()),
+                succeeded=counts.get("succeeded", 0),
+                outcomes=counts,
+                p50=percentile(ordered, 0.5),
+                p95=percentile(ordered, 0.95),
+                max_duration=ordered[-1] if ordered else None,
+                peak_rss=peaks.get(name),
+                cpu_seconds=cpu.get(name, 0.0),
+            )
+        )
+    return stats
+
+
+def definition_text(definition: dict[str, Any]) -> str:
+    """One canonical text per schedule definition, so "changed" is a string comparison."""
+    return json.dumps(definition, sort_keys=True, separators=(",", ":"))

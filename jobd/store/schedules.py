@@ -22,13 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from jobd.records import Fire, FiredJob, ScheduleProgress, ScheduleState
 from jobd.store.database import Database
+from jobd.store.rows import definition_text
 from jobd.store.schema import jobs, schedule_fires, schedules
 from jobd.store.writes import Writes
-
-
-def definition_text(definition: dict[str, Any]) -> str:
-    """One canonical text per definition, so "changed" is a string comparison."""
-    return json.dumps(definition, sort_keys=True, separators=(",", ":"))
 
 
 def sync_schedules(

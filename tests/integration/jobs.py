@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobd.records import Attempt, Claim, NewJob, Settle
-from jobd.store.sql import SQLStore
+from jobd.store.contract import Store
 
 NOW = 1_800_000_000.0
+
+# A test of the contract that holds for the in-memory store (jobd/store/memory.py)
+# as for SQLite and PostgreSQL: its `store` fixture is each of the three.
+also_in_memory = pytest.mark.parametrize("db_url", ["sqlite", "postgres", "memory"], indirect=True)
 
 
 def new_job(
@@ -36,7 +42,7 @@ def attempt_for(claim: Claim, node: int, outcome: str = "succeeded", **extra: ob
 
 
 def claim(
-    store: SQLStore,
+    store: Store,
     node: int,
     limit: int = 10,
     queues: tuple[str, ...] = ("default",),

@@ -1,7 +1,17 @@
-"""The store contract (jobd/store/contract.py), on SQLite and on PostgreSQL.
+"""The store contract (jobd/store/contract.py), on SQLite, on PostgreSQL and in memory.
 
-Every test runs twice through the `db_url` fixture: the same behaviour is
-required of both dialects.
+Every test runs on both dialects through the `db_url` fixture: the same
+behaviour is required of each. Those marked `also_in_memory` run on the
+in-memory store too (jobd/store/memory.py, which the master-loop unit tests
+use): enqueueing, claiming (order, limits, queues, weights), settling
+(success, retry, failure with its follow-up, uncounted requeue, another
+node's settle), unique keys, retry and cancel (and cancel requests), nodes,
+heartbeats and rescue, the routine catalog, queue loads, and queue and
+routine statistics.
+
+The others are about SQL and stay on the two dialects: the schema and its
+revision, claims from several connections at once, joining the caller's
+transaction, locks and timeouts, connecting, and creating the SQLite file.
 """
 
 from __future__ import annotations
@@ -13,13 +23,14 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from jobd.records import Claim, ClaimRequest, JobState, Settle
+from jobd.records import Claim, ClaimRequest, JobState, QueueLoad, Settle
 from jobd.store import open_store
-from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, StoreError
+from jobd.store.contract import InvalidTransition, JobNotFound, SchemaError, Store, StoreError
 from jobd.store.engine import normalize_url
+from jobd.store.memory import MemoryStore
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore
-from tests.integration.jobs import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, also_in_memory, attempt_for, claim, new_job
 
 # -- schema ---------------------------------------------------------------------
 
@@ -59,7 +70,8 @@ def test_migrated_schema_matches_the_declared_tables(store: SQLStore) -> None:
 # -- enqueue and claim ----------------------------------------------------------
 
 
-def test_enqueue_returns_jobs_in_order(store: SQLStore) -> None:
+@also_in_memory
+def test_enqueue_returns_jobs_in_order(store: Store) -> None:
     results = store.enqueue([new_job(args=f"[{i}]") for i in range(5)])
     ids = [r.job.id for r in results]
     assert ids == sorted(ids) and len(set(ids)) == 5
@@ -68,7 +80,8 @@ def test_enqueue_returns_jobs_in_order(store: SQLStore) -> None:
     assert (job.state, job.attempts, job.max_attempts, job.queue) == ("queued", 0, 3, "default")
 
 
-def test_a_bulk_enqueue_stores_each_job_as_given(store: SQLStore) -> None:
+@also_in_memory
+def test_a_bulk_enqueue_stores_each_job_as_given(store: Store) -> None:
     # Every field of every row lands on its own job (PostgreSQL sends the
     # batch as one array per column), unique keys mixed in.
     given = [
@@ -96,7 +109,8 @@ def test_a_bulk_enqueue_stores_each_job_as_given(store: SQLStore) -> None:
         assert result.job.id == stored.id and result.job.args == stored.args
 
 
-def test_one_exchange_settles_and_records_a_mixed_batch(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_one_exchange_settles_and_records_a_mixed_batch(store: Store, node: int) -> None:
     # PostgreSQL settles and records a batch as one statement each (pgbatch.py):
     # every row's fields must land on its own job and attempt.
     store.enqueue([new_job(args=f"[{i}]") for i in range(4)])
@@ -131,7 +145,8 @@ def test_one_exchange_settles_and_records_a_mixed_batch(store: SQLStore, node: i
     assert [a.outcome for a in store.job_attempts(done.id)] == ["succeeded"]
 
 
-def test_claim_order_is_priority_then_run_at_then_id(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_claim_order_is_priority_then_run_at_then_id(store: Store, node: int) -> None:
     low = store.enqueue([new_job(priority=0, run_at=NOW - 5)])[0].job.id
     high_late = store.enqueue([new_job(priority=9, run_at=NOW - 1)])[0].job.id
     high_early = store.enqueue([new_job(priority=9, run_at=NOW - 3)])[0].job.id
@@ -142,7 +157,8 @@ def test_claim_order_is_priority_then_run_at_then_id(store: SQLStore, node: int)
     assert [c.id for c in claims] == [high_early, high_late, low, tie_a, tie_b]
 
 
-def test_claim_respects_limit_queue_and_run_at(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_claim_respects_limit_queue_and_run_at(store: Store, node: int) -> None:
     due = [r.job.id for r in store.enqueue([new_job() for _ in range(3)])]
     store.enqueue([new_job(queue="other"), new_job(run_at=NOW + 60)])
     first = claim(store, node, limit=2)
@@ -153,7 +169,8 @@ def test_claim_respects_limit_queue_and_run_at(store: SQLStore, node: int) -> No
     assert len(later) == 1
 
 
-def test_claim_counts_the_attempt_and_marks_running(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_claim_counts_the_attempt_and_marks_running(store: Store, node: int) -> None:
     job_id = store.enqueue([new_job()])[0].job.id
     (c,) = claim(store, node)
     assert (c.id, c.attempt, c.max_attempts) == (job_id, 1, 3)
@@ -161,7 +178,8 @@ def test_claim_counts_the_attempt_and_marks_running(store: SQLStore, node: int) 
     assert (job.state, job.attempts, job.node_id, job.started_at) == ("running", 1, node, NOW)
 
 
-def test_claim_merges_several_queues_in_order(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_claim_merges_several_queues_in_order(store: Store, node: int) -> None:
     a = store.enqueue([new_job(queue="a", priority=1)])[0].job.id
     b = store.enqueue([new_job(queue="b", priority=5)])[0].job.id
     store.enqueue([new_job(queue="c", priority=9)])
@@ -169,7 +187,8 @@ def test_claim_merges_several_queues_in_order(store: SQLStore, node: int) -> Non
     assert [c.id for c in claims] == [b, a]
 
 
-def test_weighted_claims_one_at_a_time_keep_the_shares(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_weighted_claims_one_at_a_time_keep_the_shares(store: Store, node: int) -> None:
     # A pool whose workers free up one by one claims one job at a time: the
     # round robin's credit carries across claims, so weights 3 and 1 give the
     # second queue its quarter (issue 21 C2: it got 0 of the first 20).
@@ -206,7 +225,8 @@ def test_concurrent_claims_never_share_a_job(db_url: str, store: SQLStore, node:
 # -- settling -------------------------------------------------------------------
 
 
-def test_success_stores_the_result_and_the_attempt(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_success_stores_the_result_and_the_attempt(store: Store, node: int) -> None:
     store.enqueue([new_job()])
     (c,) = claim(store, node)
     attempt = attempt_for(c, node, cpu_seconds=0.25, peak_rss=1 << 20)
@@ -227,7 +247,8 @@ def test_success_stores_the_result_and_the_attempt(store: SQLStore, node: int) -
     )
 
 
-def test_retry_requeues_with_run_at_and_keeps_the_count(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_retry_requeues_with_run_at_and_keeps_the_count(store: Store, node: int) -> None:
     store.enqueue([new_job()])
     (c,) = claim(store, node)
     attempt = attempt_for(
@@ -243,7 +264,8 @@ def test_retry_requeues_with_run_at_and_keeps_the_count(store: SQLStore, node: i
     assert store.job_attempts(c.id)[0].traceback == "Traceback..."
 
 
-def test_failed_for_good_and_follow_up_in_one_transaction(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_failed_for_good_and_follow_up_in_one_transaction(store: Store, node: int) -> None:
     store.enqueue([new_job(max_attempts=1)])
     (c,) = claim(store, node)
     follow = new_job(routine="jobd.failure:call_failed_hook", args="[1]")
@@ -254,7 +276,8 @@ def test_failed_for_good_and_follow_up_in_one_transaction(store: SQLStore, node:
     assert len(hooks) == 1 and hooks[0].state == "queued"
 
 
-def test_uncounted_requeue_gives_the_attempt_back(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_uncounted_requeue_gives_the_attempt_back(store: Store, node: int) -> None:
     store.enqueue([new_job()])
     (c,) = claim(store, node)
     claim(store, node, limit=0, settles=[Settle(c.id, JobState.QUEUED, None, uncount=True)])
@@ -263,7 +286,8 @@ def test_uncounted_requeue_gives_the_attempt_back(store: SQLStore, node: int) ->
     assert store.job_attempts(c.id) == []
 
 
-def test_settle_only_moves_jobs_this_node_runs(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_settle_only_moves_jobs_this_node_runs(store: Store, node: int) -> None:
     other = store.register_node("other", "host-b", 99, NOW)
     store.enqueue([new_job()])
     (c,) = claim(store, node)
@@ -274,7 +298,8 @@ def test_settle_only_moves_jobs_this_node_runs(store: SQLStore, node: int) -> No
 # -- uniqueness, retry, cancel --------------------------------------------------
 
 
-def test_unique_key_returns_the_live_job(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_unique_key_returns_the_live_job(store: Store, node: int) -> None:
     first = store.enqueue([new_job(unique_key="k")])[0]
     second = store.enqueue([new_job(unique_key="k")])[0]
     assert first.created and not second.created and second.job.id == first.job.id
@@ -285,7 +310,8 @@ def test_unique_key_returns_the_live_job(store: SQLStore, node: int) -> None:
     assert third.created and third.job.id != c.id
 
 
-def test_retry_and_cancel_rules(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_retry_and_cancel_rules(store: Store, node: int) -> None:
     queued = store.enqueue([new_job()])[0].job.id
     with pytest.raises(InvalidTransition):
         store.retry(queued, NOW)
@@ -304,7 +330,24 @@ def test_retry_and_cancel_rules(store: SQLStore, node: int) -> None:
         store.retry(10_000, NOW)
 
 
-def test_retrying_a_cancelled_delayed_job_keeps_its_delay(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_a_cancel_request_outlasts_a_retry_and_ends_with_the_job(store: Store, node: int) -> None:
+    store.enqueue([new_job()])
+    (c,) = claim(store, node)
+    store.cancel(c.id, NOW)
+    retried = Settle(c.id, JobState.QUEUED, attempt_for(c, node, "error"), run_at=NOW)
+    claim(store, node, limit=0, settles=[retried])
+    (again,) = claim(store, node)
+    assert store.cancel_requests(node) == [again.id]  # the next attempt is stopped too
+    ended = Settle(again.id, JobState.CANCELLED, attempt_for(again, node, "cancelled"))
+    claim(store, node, limit=0, settles=[ended])
+    job = store.get_job(c.id)
+    assert (job.state, job.cancel_requested) == ("cancelled", False)
+    assert store.cancel_requests(node) == []
+
+
+@also_in_memory
+def test_retrying_a_cancelled_delayed_job_keeps_its_delay(store: Store, node: int) -> None:
     # It became ready at once, its delay dropped without a word (issue 21 C9).
     delayed = store.enqueue([new_job(run_at=NOW + 3600)])[0].job.id
     store.cancel(delayed, NOW)
@@ -317,7 +360,8 @@ def test_retrying_a_cancelled_delayed_job_keeps_its_delay(store: SQLStore, node:
     assert store.retry(due, NOW + 60).run_at == NOW + 60, "a past run_at becomes now"
 
 
-def test_retry_refused_while_its_unique_key_is_live(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_retry_refused_while_its_unique_key_is_live(store: Store, node: int) -> None:
     store.enqueue([new_job(unique_key="u", max_attempts=1)])
     (c,) = claim(store, node)
     claim(
@@ -331,12 +375,13 @@ def test_retry_refused_while_its_unique_key_is_live(store: SQLStore, node: int) 
 # -- nodes and the catalog ------------------------------------------------------
 
 
-def test_nodes_heartbeat_and_stop(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_nodes_heartbeat_and_stop(store: Store, node: int) -> None:
     pulse = store.heartbeat(node, NOW + 5, {"workers": [{"slot": 1}]})
     (info,) = store.nodes()
     assert (info.id, info.info) == (node, {"workers": [{"slot": 1}]})
     # PostgreSQL stamps heartbeats with the server's clock (hosts' clocks may differ).
-    stamped = NOW + 5 if store.dialect == "sqlite" else pytest.approx(time.time(), abs=5)
+    stamped = NOW + 5 if store.dialect != "postgresql" else pytest.approx(time.time(), abs=5)
     assert info.heartbeat_at == stamped
     assert pulse is not None and (pulse.at, pulse.was_stopped_at) == (stamped, None)
     store.stop_node(node, NOW + 6)
@@ -344,7 +389,8 @@ def test_nodes_heartbeat_and_stop(store: SQLStore, node: int) -> None:
     assert store.nodes(include_stopped=True)[0].stopped_at == NOW + 6
 
 
-def test_rescue_node_settles_what_the_dead_node_held(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_rescue_node_settles_what_the_dead_node_held(store: Store, node: int) -> None:
     store.enqueue([new_job(), new_job()])
     held = claim(store, node)
     rescuer = store.register_node("rescuer", "host-a", 4321, NOW)
@@ -359,13 +405,15 @@ def test_rescue_node_settles_what_the_dead_node_held(store: SQLStore, node: int)
     assert store.job_attempts(held[0].id)[0].outcome == "lost"
 
 
-def test_routine_catalog_upserts(store: SQLStore) -> None:
+@also_in_memory
+def test_routine_catalog_upserts(store: Store) -> None:
     store.register_routines({"a:b": {"queue": "x"}}, NOW)
     store.register_routines({"a:b": {"queue": "y"}, "c:d": {"queue": "z"}}, NOW)
     assert store.routine_policies() == {"a:b": {"queue": "y"}, "c:d": {"queue": "z"}}
 
 
-def test_queue_stats_and_count(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_queue_stats_and_count(store: SQLStore | MemoryStore, node: int) -> None:
     store.enqueue([new_job(run_at=NOW - 30), new_job(), new_job(queue="b", run_at=NOW + 100)])
     claim(store, node, limit=1)
     stats = {q.queue: q for q in store.queue_stats(NOW)}
@@ -373,6 +421,19 @@ def test_queue_stats_and_count(store: SQLStore, node: int) -> None:
     assert stats["default"].oldest_queued_at == NOW
     assert stats["b"].oldest_queued_at is None  # not ready yet
     assert store.count_queued(("default", "b")) == 2
+
+
+@also_in_memory
+def test_queue_load_counts_queued_and_ready_jobs_up_to_a_cap(store: Store, node: int) -> None:
+    store.enqueue([new_job(run_at=NOW - 30), new_job(run_at=NOW - 10), new_job(run_at=NOW + 60)])
+    store.enqueue([new_job(queue="b")])
+    claim(store, node, limit=1)  # the longest-waiting one runs: no longer queued
+    loads = store.queue_load(("default", "b", "empty"), NOW)
+    assert loads["default"] == QueueLoad("default", 2, 1, NOW - 10, False)
+    assert loads["b"] == QueueLoad("b", 1, 1, NOW, False)
+    assert loads["empty"] == QueueLoad("empty", 0, 0, None, False)
+    capped = store.queue_load(("default",), NOW, cap=2)["default"]
+    assert (capped.queued, capped.capped) == (2, True)
 
 
 # -- the caller's transaction and timeouts --------------------------------------
@@ -452,7 +513,8 @@ def test_a_missing_sqlite_file_is_not_created_by_reading(tmp_path: object) -> No
     store.close()
 
 
-def test_retry_clears_the_last_run(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_retry_clears_the_last_run(store: Store, node: int) -> None:
     store.enqueue([new_job(max_attempts=1)])
     (c,) = claim(store, node)
     failed = attempt_for(c, node, "error", error_type="ValueError", error_message="bad")
@@ -468,7 +530,8 @@ def test_retry_clears_the_last_run(store: SQLStore, node: int) -> None:
     assert store.job_attempts(c.id)[0].error_type == "ValueError"  # history stays
 
 
-def test_routine_stats(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_routine_stats(store: Store, node: int) -> None:
     store.enqueue([new_job() for _ in range(4)] + [new_job(routine="app.jobs:other")])
     claims = claim(store, node)
     outcomes = ["succeeded", "succeeded", "error", "time_limit_exceeded", "succeeded"]

@@ -1,9 +1,12 @@
-"""Nodes across hosts (jobd/store/nodes.py), on SQLite and on PostgreSQL.
+"""Nodes across hosts (jobd/store/nodes.py), on SQLite, on PostgreSQL and in memory.
 
 A node whose heartbeat is older than the window is dead and its running
 jobs are rescued, once, however many nodes try; a node with a fresh
 heartbeat never is; a node that comes back cannot overwrite what happened
 to the jobs taken from it.
+
+Every test but the race of rescuers (several connections at once: SQL's
+row locks) runs on the in-memory store too (`also_in_memory`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,21 @@ from sqlalchemy import create_engine, text
 
 from jobd.records import Claim, JobState, Settle
 from jobd.store import open_store
+from jobd.store.contract import Store
 from jobd.store.engine import normalize_url
+from jobd.store.memory import MemoryStore
 from jobd.store.sql import SQLStore
-from tests.integration.jobs import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, also_in_memory, attempt_for, claim, new_job
 
 WINDOW = 10.0
 
 
-def backdate(store: SQLStore, node_id: int, seconds: float) -> None:
+def backdate(store: Store, node_id: int, seconds: float) -> None:
     """Make the node's last heartbeat `seconds` old, on the clock the store judges by."""
+    if isinstance(store, MemoryStore):
+        store.set_heartbeat(node_id, NOW - seconds)
+        return
+    assert isinstance(store, SQLStore)
     clock = "extract(epoch from clock_timestamp())" if store.dialect == "postgresql" else str(NOW)
     engine = create_engine(normalize_url(store.url))
     with engine.begin() as conn:
@@ -34,7 +43,7 @@ def backdate(store: SQLStore, node_id: int, seconds: float) -> None:
     engine.dispose()
 
 
-def lost(store: SQLStore, node_id: int) -> Callable[[Claim], Settle]:
+def lost(store: Store, node_id: int) -> Callable[[Claim], Settle]:
     def decide(c: Claim) -> Settle:
         attempt = attempt_for(c, node_id, "lost")
         return Settle(c.id, JobState.QUEUED, attempt, run_at=NOW)
@@ -42,11 +51,12 @@ def lost(store: SQLStore, node_id: int) -> Callable[[Claim], Settle]:
     return decide
 
 
-def attempts_of(store: SQLStore, job_id: int) -> list[tuple[int, str]]:
+def attempts_of(store: Store, job_id: int) -> list[tuple[int, str]]:
     return [(a.attempt, a.outcome) for a in store.job_attempts(job_id)]
 
 
-def test_a_fresh_heartbeat_is_never_rescued_however_long_its_jobs_run(store: SQLStore) -> None:
+@also_in_memory
+def test_a_fresh_heartbeat_is_never_rescued_however_long_its_jobs_run(store: Store) -> None:
     a = store.register_node("a", "host-a", 1, NOW)
     b = store.register_node("b", "host-b", 2, NOW)
     store.enqueue([new_job(run_at=NOW - 7200)])
@@ -59,7 +69,8 @@ def test_a_fresh_heartbeat_is_never_rescued_however_long_its_jobs_run(store: SQL
     assert a in [n.id for n in store.nodes()]
 
 
-def test_a_stale_node_is_rescued_once(store: SQLStore) -> None:
+@also_in_memory
+def test_a_stale_node_is_rescued_once(store: Store) -> None:
     a = store.register_node("a", "host-a", 1, NOW)
     b = store.register_node("b", "host-b", 2, NOW)
     store.enqueue([new_job(), new_job()])
@@ -106,7 +117,8 @@ def test_rescuers_racing_settle_each_job_once(db_url: str, store: SQLStore) -> N
     assert all(attempts_of(store, c.id) == [(1, "lost")] for c in held)
 
 
-def test_a_stopped_node_that_still_holds_jobs_is_rescued_once_stale(store: SQLStore) -> None:
+@also_in_memory
+def test_a_stopped_node_that_still_holds_jobs_is_rescued_once_stale(store: Store) -> None:
     # A master that stopped while the store could not record its last results.
     a = store.register_node("a", "host-a", 1, NOW)
     store.enqueue([new_job()])
@@ -121,8 +133,9 @@ def test_a_stopped_node_that_still_holds_jobs_is_rescued_once_stale(store: SQLSt
     assert store.nodes(include_stopped=True)[0].rescued_at is None  # it had stopped by itself
 
 
+@also_in_memory
 def test_a_node_that_comes_back_cannot_overwrite_what_was_done_without_it(
-    store: SQLStore,
+    store: Store,
 ) -> None:
     a = store.register_node("a", "host-a", 1, NOW)
     b = store.register_node("b", "host-b", 2, NOW)
@@ -155,7 +168,8 @@ def test_a_node_that_comes_back_cannot_overwrite_what_was_done_without_it(
     assert back.stopped_at is None and back.rescued_at is None
 
 
-def test_health_names_a_rescued_node_until_it_is_restarted(store: SQLStore) -> None:
+@also_in_memory
+def test_health_names_a_rescued_node_until_it_is_restarted(store: Store) -> None:
     a = store.register_node("a", "host-a", 1, NOW)
     backdate(store, a, WINDOW + 5)
     store.rescue_node(a, NOW, lost(store, a), timeout=WINDOW)

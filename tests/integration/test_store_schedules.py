@@ -1,5 +1,10 @@
 """The store contract for schedules, retention and health (jobd/store/contract.py),
-on SQLite and on PostgreSQL, like test_store_contract.py."""
+on SQLite and on PostgreSQL, like test_store_contract.py, and in memory.
+
+Every test but two runs on the in-memory store too (`also_in_memory`): the
+upgrade from revision 0001 (a SQL schema) and the race of masters on the same
+fires (several connections at once: the unique key under SQL's locks).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from sqlalchemy import create_engine, text
 
 from jobd.records import Fire, JobState, NewJob, ScheduleProgress, Settle
 from jobd.store import open_store
+from jobd.store.contract import Store
 from jobd.store.engine import normalize_url
+from jobd.store.memory import MemoryStore
 from jobd.store.schema import SCHEMA_REVISION
 from jobd.store.sql import SQLStore
-from tests.integration.jobs import NOW, attempt_for, claim, new_job
+from tests.integration.jobs import NOW, also_in_memory, attempt_for, claim, new_job
 
 DAY = 86400.0
 
@@ -24,7 +31,11 @@ def fire(schedule: str, at: float, routine: str = "app.jobs:tick", **job: object
     return Fire(schedule, at, dataclasses.replace(made, **job))  # type: ignore[arg-type]
 
 
-def set_heartbeat(store: SQLStore, node_id: int, at: float) -> None:
+def set_heartbeat(store: Store, node_id: int, at: float) -> None:
+    if isinstance(store, MemoryStore):
+        store.set_heartbeat(node_id, at)
+        return
+    assert isinstance(store, SQLStore)
     engine = create_engine(normalize_url(store.url))
     with engine.begin() as conn:
         conn.execute(
@@ -33,7 +44,10 @@ def set_heartbeat(store: SQLStore, node_id: int, at: float) -> None:
     engine.dispose()
 
 
-def count(store: SQLStore, table: str) -> int:
+def count(store: Store, table: str) -> int:
+    if isinstance(store, MemoryStore):
+        return store.count_rows(table)
+    assert isinstance(store, SQLStore)
     engine = create_engine(normalize_url(store.url))
     with engine.connect() as conn:
         found = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
@@ -66,7 +80,8 @@ def test_upgrading_from_0001_keeps_the_jobs(db_url: str) -> None:
 # -- schedules ------------------------------------------------------------------------
 
 
-def test_sync_inserts_keeps_replaces_and_deletes(store: SQLStore) -> None:
+@also_in_memory
+def test_sync_inserts_keeps_replaces_and_deletes(store: Store) -> None:
     a, b = {"routine": "app.jobs:a", "every": 60}, {"routine": "app.jobs:b", "every": 600}
     store.sync_schedules({"a": a, "b": b}, {"a": NOW + 60, "b": NOW + 600}, NOW)
     states = {s.name: s for s in store.schedule_states()}
@@ -98,7 +113,8 @@ def test_sync_inserts_keeps_replaces_and_deletes(store: SQLStore) -> None:
     assert store.schedule_states() == []
 
 
-def test_a_fire_and_its_job_are_inserted_once(store: SQLStore) -> None:
+@also_in_memory
+def test_a_fire_and_its_job_are_inserted_once(store: Store) -> None:
     store.sync_schedules({"tick": {"routine": "app.jobs:tick", "every": 60}}, {}, NOW)
     fires = [fire("tick", NOW + 60), fire("tick", NOW + 120)]
     progress = [ScheduleProgress("tick", NOW + 130, NOW + 180)]
@@ -125,7 +141,8 @@ def test_a_fire_and_its_job_are_inserted_once(store: SQLStore) -> None:
     )
 
 
-def test_the_last_outcome_is_the_last_fires_job_state(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_the_last_outcome_is_the_last_fires_job_state(store: Store, node: int) -> None:
     store.sync_schedules({"tick": {"routine": "app.jobs:tick", "every": 60}}, {}, NOW)
     (fired,) = store.fire_schedules(None, [fire("tick", NOW - 60)], [], NOW)
     (c,) = claim(store, node)
@@ -135,13 +152,15 @@ def test_the_last_outcome_is_the_last_fires_job_state(store: SQLStore, node: int
     assert store.schedule_states()[0].last_job_state == "failed"
 
 
-def test_a_unique_routines_fire_reuses_its_live_job(store: SQLStore) -> None:
+@also_in_memory
+def test_a_unique_routines_fire_reuses_its_live_job(store: Store) -> None:
     live = store.enqueue([new_job(routine="app.jobs:tick", unique_key="u")])[0].job.id
     (fired,) = store.fire_schedules(None, [fire("tick", NOW, unique_key="u")], [], NOW)
     assert fired.job_id == live and len(store.list_jobs()) == 1
 
 
-def test_fires_of_a_schedule_that_is_not_stored_still_count(store: SQLStore) -> None:
+@also_in_memory
+def test_fires_of_a_schedule_that_is_not_stored_still_count(store: Store) -> None:
     (fired,) = store.fire_schedules(None, [fire("elsewhere", NOW)], [], NOW)
     assert store.get_job(fired.job_id).routine == "app.jobs:tick"
     assert store.fire_schedules(None, [fire("elsewhere", NOW)], [], NOW) == []
@@ -175,7 +194,7 @@ def test_masters_racing_on_the_same_fires_insert_each_once(db_url: str, store: S
 # -- retention ----------------------------------------------------------------------
 
 
-def finish(store: SQLStore, node: int, state: JobState, finished_at: float, n: int = 1) -> None:
+def finish(store: Store, node: int, state: JobState, finished_at: float, n: int = 1) -> None:
     """`n` jobs that ended in `state` at `finished_at`, each with one attempt."""
     store.enqueue([new_job() for _ in range(n)])
     settles = []
@@ -185,7 +204,8 @@ def finish(store: SQLStore, node: int, state: JobState, finished_at: float, n: i
     claim(store, node, limit=0, settles=settles)
 
 
-def test_delete_finished_in_batches_with_their_attempts(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_delete_finished_in_batches_with_their_attempts(store: Store, node: int) -> None:
     finish(store, node, JobState.SUCCEEDED, NOW - 8 * DAY, 7)
     finish(store, node, JobState.SUCCEEDED, NOW - 6 * DAY, 2)
     finish(store, node, JobState.FAILED, NOW - 8 * DAY, 2)
@@ -202,7 +222,8 @@ def test_delete_finished_in_batches_with_their_attempts(store: SQLStore, node: i
         store.delete_finished("queued", before, 3)
 
 
-def test_delete_fires_oldest_first(store: SQLStore) -> None:
+@also_in_memory
+def test_delete_fires_oldest_first(store: Store) -> None:
     store.fire_schedules(None, [fire("t", NOW - i * DAY) for i in range(5)], [], NOW)
     assert store.delete_fires(NOW - 1.5 * DAY, 2) == 2
     assert store.delete_fires(NOW - 1.5 * DAY, 2) == 1
@@ -212,7 +233,8 @@ def test_delete_fires_oldest_first(store: SQLStore) -> None:
 # -- health -----------------------------------------------------------------------------
 
 
-def test_health_facts(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_health_facts(store: Store, node: int) -> None:
     stale = store.register_node("stale", "host-b", 2, NOW - 100)
     stopped = store.register_node("stopped", "host-c", 3, NOW)
     store.enqueue(

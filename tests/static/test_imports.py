@@ -134,6 +134,20 @@ RULES = (
         reason="outside the store, jobd opens a store with `jobd.store.open_store` and "
         "uses it through `jobd.store.contract`; the SQL implementation may change freely",
     ),
+    Rule(
+        "the memory store stands beside the SQL store",
+        importers=("jobd.store.memory", "jobd.store.memory_tables"),
+        forbidden=(*DATABASE_LIBRARIES, "jobd.store.*"),
+        allowed=(
+            "jobd.store.contract",
+            "jobd.store.fairness",
+            "jobd.store.rows",
+            "jobd.store.memory_tables",
+        ),
+        reason="the in-memory store is what the contract suite compares with the SQL "
+        "store: it shares only the pure parts (records, rows, fairness), not the SQL it is "
+        "checked against, and the unit tests on it never load SQLAlchemy",
+    ),
 )
 
 

@@ -1,8 +1,12 @@
-"""The master loop, stepped by hand: a fake clock, fake children, a real store.
+"""The master loop, stepped by hand: a fake clock, fake children, an in-memory store.
 
 Children are socketpairs whose far ends this test drives: it plays the
 template (ready, forked) and the workers (hello, done). Exits are injected
-as wait statuses, signals as calls to `handle_signal`.
+as wait statuses, signals as calls to `handle_signal`. The store is
+`jobd.store.memory.MemoryStore`, which the store contract suite holds to
+the SQL store's claims, settles and rescue (tests/integration); a test
+marked `on_sqlite` runs on a SQLite file instead, for what only a SQL store
+has (the wake-up datagram a producer's enqueue sends).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from jobd import exitcodes
 from jobd.records import NewJob
 from jobd.schedule import Schedule
 from jobd.settings import PoolSection, Settings, StoreSection
-from jobd.store import open_store
+from jobd.store.contract import Store
+from jobd.store.memory import MemoryStore
 from jobd.store.sql import SQLStore
 from jobd.supervisor.children import Channel
 from jobd.supervisor.master import Master, Phase
@@ -180,7 +185,7 @@ def exited_with(code: int) -> int:
 
 class Harness:
     def __init__(
-        self, store: SQLStore, reload: Any = None, schedules: tuple[Schedule, ...] = (), **pool: Any
+        self, store: Store, reload: Any = None, schedules: tuple[Schedule, ...] = (), **pool: Any
     ) -> None:
         self.clock = FakeClock()
         self.launcher = FakeLauncher()
@@ -238,16 +243,23 @@ class Harness:
         return [(w, order) for w in workers for order in w.orders()]
 
 
+# The test needs a store on a SQLite file rather than the in-memory one.
+on_sqlite = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'jobd.db'}", timeout=2)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if getattr(request, "param", "memory") == "memory":
+        yield MemoryStore()
+        return
+    s = SQLStore(f"sqlite:///{tmp_path / 'jobd.db'}", timeout=2)
     s.upgrade()
     yield s
     s.close()
 
 
 @pytest.fixture
-def harness(store: SQLStore) -> Iterator[Harness]:
+def harness(store: Store) -> Iterator[Harness]:
     h = Harness(store)
     yield h
     h.master.close()
@@ -286,6 +298,7 @@ def test_a_job_goes_to_an_idle_worker_and_its_result_is_recorded(harness: Harnes
     assert (job.state, job.result) == ("succeeded", {"ok": True})
 
 
+@on_sqlite  # the datagram: the memory store has no wake source, as the contract allows
 def test_a_wake_up_is_claimed_before_reaping_and_the_timers(harness: Harness) -> None:
     # The producer's datagram goes to the claim first: the housekeeping of the
     # step comes after the job is on its way (docs/performance.md).
@@ -330,7 +343,7 @@ def test_the_scheduler_waits_for_the_pool_and_the_first_claims(harness: Harness)
     assert [o["id"] for o in orders] == [job_id]
 
 
-def test_a_fired_schedule_is_dispatched_in_the_same_step(store: SQLStore) -> None:
+def test_a_fired_schedule_is_dispatched_in_the_same_step(store: Store) -> None:
     every = Schedule("tick", ROUTINE, every=10)
     harness = Harness(store, schedules=(every,))
     try:
@@ -358,7 +371,7 @@ def test_a_worker_killed_mid_job_records_the_signal_and_retries(harness: Harness
     assert len(harness.template.forks) == 3  # the slot was forked again
 
 
-def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: SQLStore) -> None:
+def test_pipelined_jobs_of_a_dead_worker_go_back_uncounted(store: Store) -> None:
     harness = Harness(store, min_workers=1, max_workers=1)
     (worker,) = harness.boot()
     harness.master.workforce.runtimes.observe(
@@ -440,7 +453,7 @@ def test_repeated_crashes_back_off_before_respawning(harness: Harness) -> None:
     assert workers  # the first generation was booted
 
 
-def test_workers_killed_while_serving_jobs_are_replaced_at_once(store: SQLStore) -> None:
+def test_workers_killed_while_serving_jobs_are_replaced_at_once(store: Store) -> None:
     # An OOM killer or an operator, not a crash loop: no backoff however often.
     harness, (worker,) = booted_with(store, CATALOG, min_workers=1, max_workers=1)
     for n in range(6):
@@ -506,7 +519,7 @@ LIMITED = {
 
 
 def booted_with(
-    store: SQLStore, catalog: dict[str, Any], **pool: Any
+    store: Store, catalog: dict[str, Any], **pool: Any
 ) -> tuple[Harness, list[FakeWorker]]:
     harness = Harness(store, **pool)
     harness.master.start()
@@ -520,7 +533,7 @@ def booted_with(
     return harness, workers
 
 
-def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: SQLStore) -> None:
+def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: Store) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
     harness.master.mark_ready()
@@ -543,7 +556,7 @@ def test_a_hard_time_limit_escalates_from_sigterm_to_sigkill(store: SQLStore) ->
     harness.master.close()
 
 
-def test_a_memory_limit_kills_at_once_and_records_the_rss(store: SQLStore) -> None:
+def test_a_memory_limit_kills_at_once_and_records_the_rss(store: Store) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
     harness.master.mark_ready()
@@ -563,7 +576,7 @@ def test_a_memory_limit_kills_at_once_and_records_the_rss(store: SQLStore) -> No
     harness.master.close()
 
 
-def test_an_isolated_attempt_is_killed_as_its_process_group(store: SQLStore) -> None:
+def test_an_isolated_attempt_is_killed_as_its_process_group(store: Store) -> None:
     harness, (worker,) = booted_with(store, LIMITED, min_workers=1, max_workers=1)
     job_id = harness.enqueue(max_attempts=1)
     harness.master.mark_ready()
@@ -583,7 +596,7 @@ def test_an_isolated_attempt_is_killed_as_its_process_group(store: SQLStore) -> 
     harness.master.close()
 
 
-def test_workers_are_retired_after_their_quota_and_replaced(store: SQLStore) -> None:
+def test_workers_are_retired_after_their_quota_and_replaced(store: Store) -> None:
     harness, (worker,) = booted_with(
         store, CATALOG, min_workers=1, max_workers=1, max_jobs_per_worker=1
     )
@@ -597,7 +610,7 @@ def test_workers_are_retired_after_their_quota_and_replaced(store: SQLStore) -> 
     harness.master.close()
 
 
-def test_workers_over_max_worker_rss_are_retired(store: SQLStore) -> None:
+def test_workers_over_max_worker_rss_are_retired(store: Store) -> None:
     harness, (worker,) = booted_with(
         store, CATALOG, min_workers=1, max_workers=1, max_worker_rss=50 << 20
     )
@@ -638,7 +651,7 @@ def boot_generation(harness: Harness, first_pid: int) -> list[FakeWorker]:
     return workers
 
 
-def test_reload_boots_a_new_generation_then_retires_the_old(store: SQLStore) -> None:
+def test_reload_boots_a_new_generation_then_retires_the_old(store: Store) -> None:
     harness = Harness(store, reload=lambda: settings_with(min_workers=3))
     old = harness.boot()
     harness.master.handle_signal(signal.SIGHUP)
@@ -657,7 +670,7 @@ def test_reload_boots_a_new_generation_then_retires_the_old(store: SQLStore) -> 
     harness.master.close()
 
 
-def test_new_workers_take_no_jobs_before_their_generation_takes_over(store: SQLStore) -> None:
+def test_new_workers_take_no_jobs_before_their_generation_takes_over(store: Store) -> None:
     harness = Harness(store, reload=lambda: settings_with(min_workers=2))
     old = harness.boot()
     harness.master.handle_signal(signal.SIGHUP)
@@ -675,7 +688,7 @@ def test_new_workers_take_no_jobs_before_their_generation_takes_over(store: SQLS
     harness.master.close()
 
 
-def test_a_config_error_on_reload_keeps_everything_running(store: SQLStore) -> None:
+def test_a_config_error_on_reload_keeps_everything_running(store: Store) -> None:
     from jobd.settings import ConfigError
 
     def broken() -> Settings:
@@ -691,7 +704,7 @@ def test_a_config_error_on_reload_keeps_everything_running(store: SQLStore) -> N
     harness.master.close()
 
 
-def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: SQLStore) -> None:
+def test_an_import_error_in_the_new_code_keeps_the_old_generation(store: Store) -> None:
     harness = Harness(store, reload=lambda: settings_with(min_workers=2))
     old = harness.boot()
     harness.master.handle_signal(signal.SIGHUP)
@@ -722,7 +735,7 @@ def test_sigttin_and_sigttou_move_the_pool_bounds(harness: Harness) -> None:
 # -- autoscaling and pools --------------------------------------------------------
 
 
-def scaled_harness(store: SQLStore, pools: dict[str, dict[str, Any]] | None = None) -> Harness:
+def scaled_harness(store: Store, pools: dict[str, dict[str, Any]] | None = None) -> Harness:
     from jobd.settings import PoolSpec
 
     harness = Harness(
@@ -783,7 +796,7 @@ def work_until_empty(harness: Harness) -> None:
     raise AssertionError("jobs still left")
 
 
-def test_a_backlog_grows_the_pool_fast_and_idleness_shrinks_it_slowly(store: SQLStore) -> None:
+def test_a_backlog_grows_the_pool_fast_and_idleness_shrinks_it_slowly(store: Store) -> None:
     harness = scaled_harness(store)
     harness.master.start()
     harness.template.tell(op="ready", catalog=CATALOG)
@@ -813,7 +826,7 @@ def test_a_backlog_grows_the_pool_fast_and_idleness_shrinks_it_slowly(store: SQL
     harness.master.close()
 
 
-def test_each_pool_claims_for_its_own_workers(store: SQLStore) -> None:
+def test_each_pool_claims_for_its_own_workers(store: Store) -> None:
     harness = scaled_harness(
         store,
         {
@@ -838,7 +851,7 @@ def test_each_pool_claims_for_its_own_workers(store: SQLStore) -> None:
 
 
 def test_queue_counts_stop_at_the_cap_and_the_status_says_so(
-    store: SQLStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jobd.supervisor import autoscaler
 
