@@ -34,9 +34,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from jobd.store.database import Database
+from jobd.store.rows import KEEP_STOPPED
 from jobd.store.schema import nodes, routine_nodes, routines
-
-KEEP_STOPPED = 86_400.0  # seconds a stopped node's registrations are kept
 
 
 def _live_names() -> Any:

@@ -12,6 +12,10 @@ from typing import Any
 
 from jobd.records import Job, JobState, NewJob, RoutineStats, loads_or_none, percentile
 
+# Seconds a stopped node's routine registrations are kept (store/catalog.py):
+# a node declared dead may come back, and registers again only when it reloads.
+KEEP_STOPPED = 86_400.0
+
 
 def insert_row(job: NewJob) -> dict[str, Any]:
     return {

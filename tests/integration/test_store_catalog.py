@@ -9,14 +9,15 @@ import pytest
 
 from jobd import Client
 from jobd.client import UnknownRoutine
-from jobd.store.sql import SQLStore
-from tests.integration.jobs import NOW
+from jobd.store.contract import Store
+from tests.integration.jobs import NOW, also_in_memory
 
 OLD = {"app:kept": {"queue": "a"}, "app:removed": {"queue": "b"}}
 NEW = {"app:kept": {"queue": "a2"}, "app:added": {"queue": "c"}}
 
 
-def test_a_restart_with_new_code_drops_the_routines_it_no_longer_has(store: SQLStore) -> None:
+@also_in_memory
+def test_a_restart_with_new_code_drops_the_routines_it_no_longer_has(store: Store) -> None:
     first = store.register_node("n", "host-a", 1, NOW)
     store.register_routines(OLD, NOW, first)
     assert store.routine_policies() == OLD
@@ -32,14 +33,16 @@ def test_a_restart_with_new_code_drops_the_routines_it_no_longer_has(store: SQLS
     assert store.routine_policies() == NEW  # the removed routine does not come back
 
 
-def test_a_reload_that_drops_a_routine_drops_it_for_that_node(store: SQLStore) -> None:
+@also_in_memory
+def test_a_reload_that_drops_a_routine_drops_it_for_that_node(store: Store) -> None:
     node = store.register_node("n", "host-a", 1, NOW)
     store.register_routines(OLD, NOW, node)
     store.register_routines({"app:kept": {"queue": "a"}}, NOW + 1, node)
     assert store.routine_policies() == {"app:kept": {"queue": "a"}}
 
 
-def test_a_rolling_deploy_keeps_what_a_live_node_still_registers(store: SQLStore) -> None:
+@also_in_memory
+def test_a_rolling_deploy_keeps_what_a_live_node_still_registers(store: Store) -> None:
     old_a = store.register_node("a", "host-a", 1, NOW)
     old_b = store.register_node("b", "host-b", 2, NOW)
     store.register_routines(OLD, NOW, old_a)
@@ -56,7 +59,8 @@ def test_a_rolling_deploy_keeps_what_a_live_node_still_registers(store: SQLStore
     assert store.routine_policies() == NEW
 
 
-def test_a_node_declared_dead_stops_registering_its_routines(store: SQLStore) -> None:
+@also_in_memory
+def test_a_node_declared_dead_stops_registering_its_routines(store: Store) -> None:
     dead = store.register_node("a", "host-a", 1, NOW)
     live = store.register_node("b", "host-b", 2, NOW)
     store.register_routines(OLD, NOW, dead)

@@ -11,15 +11,16 @@ changes nothing.
 from __future__ import annotations
 
 from jobd.records import ClaimRequest, JobState, Settle
-from jobd.store.sql import SQLStore
-from tests.integration.jobs import NOW, attempt_for, claim, new_job
+from jobd.store.contract import Store
+from tests.integration.jobs import NOW, also_in_memory, attempt_for, claim, new_job
 
 
-def numbers(store: SQLStore, job_id: int) -> list[tuple[int, str]]:
+def numbers(store: Store, job_id: int) -> list[tuple[int, str]]:
     return [(a.attempt, a.outcome) for a in store.job_attempts(job_id)]
 
 
-def test_a_drained_job_runs_again_under_a_new_attempt_number(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_a_drained_job_runs_again_under_a_new_attempt_number(store: Store, node: int) -> None:
     (job,) = store.enqueue([new_job(max_attempts=2)])
     (first,) = claim(store, node)
     interrupted = Settle(
@@ -37,7 +38,8 @@ def test_a_drained_job_runs_again_under_a_new_attempt_number(store: SQLStore, no
     assert (stored.state, stored.attempts, stored.runs) == ("succeeded", 2, 3)
 
 
-def test_a_job_given_back_unstarted_keeps_its_numbers_apart(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_a_job_given_back_unstarted_keeps_its_numbers_apart(store: Store, node: int) -> None:
     (job,) = store.enqueue([new_job()])
     (first,) = claim(store, node)
     never_started = Settle(first.id, JobState.QUEUED, None, uncount=True)
@@ -48,7 +50,8 @@ def test_a_job_given_back_unstarted_keeps_its_numbers_apart(store: SQLStore, nod
     assert numbers(store, job.job.id) == [(2, "succeeded")]
 
 
-def test_a_retried_job_continues_its_attempt_numbers(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_a_retried_job_continues_its_attempt_numbers(store: Store, node: int) -> None:
     (job,) = store.enqueue([new_job(max_attempts=1)])
     (first,) = claim(store, node)
     failed = Settle(first.id, JobState.FAILED, attempt_for(first, node, "error"))
@@ -62,8 +65,9 @@ def test_a_retried_job_continues_its_attempt_numbers(store: SQLStore, node: int)
     assert numbers(store, job.job.id) == [(1, "error"), (2, "succeeded")]
 
 
+@also_in_memory
 def test_a_settle_of_an_earlier_run_is_stale_after_a_put_back_and_a_reclaim(
-    store: SQLStore, node: int
+    store: Store, node: int
 ) -> None:
     """Same node, same count: only the run number tells the two claims apart."""
     (job,) = store.enqueue([new_job()])
@@ -83,7 +87,8 @@ def test_a_settle_of_an_earlier_run_is_stale_after_a_put_back_and_a_reclaim(
     )
 
 
-def test_a_weighted_claim_carries_the_run_number_too(store: SQLStore, node: int) -> None:
+@also_in_memory
+def test_a_weighted_claim_carries_the_run_number_too(store: Store, node: int) -> None:
     (job,) = store.enqueue([new_job(queue="heavy")])
     request = ClaimRequest(("heavy", "light"), 1, (3.0, 1.0))
     ((first,),) = store.exchange_many(node, [], [request], NOW)
