@@ -13,6 +13,8 @@ The seeds' events map to methods: `job.processing` -> `job_processing`,
 `job_failed` also runs for attempts that ended outside the job (a hard
 limit, a cancel, a kill, a stop), with a `jobd.JobKilled`, in a child of
 the worker template: the worker that ran the job is gone (worker/aftermath.py).
+An attempt lost with its whole node gets them from the template of the node
+that rescues it (supervisor/duties.py), with the outcome `lost`.
 
 Errors: an exception in `worker_boot` fails the worker's boot (the master
 reports it); in `job_processing` it fails the attempt as if the job had
@@ -37,7 +39,14 @@ class WorkerInfo:
 
 @dataclass(frozen=True)
 class JobContext:
-    """The job running now; `jobd.current_job()` inside a routine."""
+    """The job running now; `jobd.current_job()` inside a routine.
+
+    `attempt` is the job's attempt number: it names this run alone (as in
+    `jobd jobs show` and the journal's JOBD_ATTEMPT) and never repeats. It
+    counts every run, also those that did not count toward `max_attempts`
+    (a run a drain interrupted, the runs before a `jobd jobs retry`), so it
+    may exceed `max_attempts`.
+    """
 
     id: int
     routine: str

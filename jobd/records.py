@@ -63,6 +63,8 @@ class Job:
     finished_at: float | None
     node_id: int | None
     cancel_requested: bool
+    # Runs so far, counted or not: the attempt number of the latest (0 if none).
+    runs: int = 0
 
     @property
     def error(self) -> dict[str, str | None] | None:
@@ -116,6 +118,12 @@ class NewJob:
 class Claim(NamedTuple):
     """A job the master took for one of its workers (its attempt already counted).
 
+    `attempt` is the job's run number (`jobs.runs`): it grows at every claim
+    and is never given back, so it names this run alone, in the `attempts`
+    table and as the token a settle must match. `counted` is the job's count
+    toward `max_attempts` with this run (`jobs.attempts`): an uncounted
+    put-back gives it back and `jobd jobs retry` resets it, so it may lag.
+
     A NamedTuple: built straight from the row the claim statement returns.
     """
 
@@ -129,6 +137,12 @@ class Claim(NamedTuple):
     kwargs_json: str
     enqueued_at: float
     run_at: float
+    counted: int = 0  # 0 in a claim built by hand: the same as `attempt`
+
+    @property
+    def attempts_counted(self) -> int:
+        """The count toward max_attempts: what retries and their backoff go by."""
+        return self.counted or self.attempt
 
 
 @dataclass(frozen=True)

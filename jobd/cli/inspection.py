@@ -91,11 +91,12 @@ def status(args: argparse.Namespace) -> int:
 def routines(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         catalog = client.store.routine_policies()
+        registered = {} if args.json else client.store.routine_registrations()
     if args.json:
         print_json(catalog)
         return exitcodes.OK
     print_table(
-        ["routine", "queue", "priority", "max attempts", "time limit", "memory limit"],
+        ["routine", "queue", "priority", "max attempts", "time limit", "memory limit", "nodes"],
         [
             [
                 name,
@@ -104,6 +105,7 @@ def routines(args: argparse.Namespace) -> int:
                 p.get("max_attempts"),
                 seconds(p.get("time_limit")),
                 size(p.get("memory_limit")),
+                ",".join(str(n) for n in registered.get(name, [])) or None,
             ]
             for name, p in sorted(catalog.items())
         ],

@@ -81,6 +81,13 @@ def jobs_list(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _attempts(job: Job) -> str:
+    """Counted over allowed, and the runs when they differ (a drain's put-back and a
+    manual retry run a job without counting toward max_attempts)."""
+    counted = f"{job.attempts}/{job.max_attempts}"
+    return counted if job.runs == job.attempts else f"{counted} (runs {job.runs})"
+
+
 def _short_error(job: Job) -> str | None:
     if job.error_type is None:
         return None
@@ -101,7 +108,7 @@ def jobs_show(args: argparse.Namespace) -> int:
         ("queue", job.queue),
         ("state", job.state),
         ("priority", job.priority),
-        ("attempts", f"{job.attempts}/{job.max_attempts}"),
+        ("attempts", _attempts(job)),
         ("args", json.dumps(job.args)),
         ("kwargs", json.dumps(job.kwargs)),
         ("result", json.dumps(job.result) if job.result is not None else None),

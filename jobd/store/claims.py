@@ -27,12 +27,13 @@ CLAIM_COLUMNS = (
     jobs.c.routine,
     jobs.c.queue,
     jobs.c.priority,
-    jobs.c.attempts,
+    jobs.c.runs,  # Claim.attempt: the run number
     jobs.c.max_attempts,
     jobs.c.args,
     jobs.c.kwargs,
     jobs.c.enqueued_at,
     jobs.c.run_at,
+    jobs.c.attempts,  # Claim.counted
 )
 
 READY_NAMES = ("c_now", "c_limit")
@@ -117,6 +118,7 @@ class Claims:
             .values(
                 state="running",
                 attempts=jobs.c.attempts + 1,
+                runs=jobs.c.runs + 1,
                 node_id=bindparam("c_node"),
                 started_at=bindparam("c_now"),
             )
@@ -154,6 +156,7 @@ class Claims:
                 .values(
                     state="running",
                     attempts=jobs.c.attempts + 1,
+                    runs=jobs.c.runs + 1,
                     node_id=bindparam("c_node"),
                     started_at=bindparam("c_now"),
                 )

@@ -147,9 +147,18 @@ class Store(Protocol):
     def cancel_requests(self, node_id: int) -> list[int]:
         """Running jobs of this node that someone asked to cancel."""
 
-    def register_routines(self, catalog: dict[str, dict[str, Any]], now: float) -> None: ...
+    def register_routines(
+        self, catalog: dict[str, dict[str, Any]], now: float, node_id: int | None = None
+    ) -> None:
+        """Record `catalog` (name -> policy) as what node `node_id` registers, replacing
+        its earlier registration; without a node, the policies only."""
 
-    def routine_policies(self) -> dict[str, dict[str, Any]]: ...
+    def routine_policies(self) -> dict[str, dict[str, Any]]:
+        """The catalog: the routines live nodes register, name -> policy (or the last
+        recorded catalog while no live node has registered any)."""
+
+    def routine_registrations(self) -> dict[str, list[int]]:
+        """Per routine, the ids of the live nodes that register it."""
 
     # -- people and scripts
     def get_job(self, job_id: int) -> Job: ...

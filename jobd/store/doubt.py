@@ -13,7 +13,8 @@ finds out in a transaction of its own:
   waiting for the old transaction to end if the server still has it open;
 - the row says which: a claimed job `running` on this node with the claimed
   attempt, or a settled job no longer `running` on this node, means it
-  committed (no other transaction can have produced either);
+  committed (no other transaction can have produced either: the run number
+  is new at every claim);
 - if it committed, the claimed jobs go back to `queued`, uncounted (no
   worker ever saw them), and the settles the master sends again (the very
   same objects: it keeps them on failure) are skipped until an exchange
@@ -69,7 +70,7 @@ def _committed(conn: Connection, doubt: Doubt) -> bool:
             row is not None
             and row.state == JobState.RUNNING
             and row.node_id == doubt.node_id
-            and row.attempts == first.attempt
+            and row.runs == first.attempt
         )
     if doubt.settles:
         row = conn.execute(_locked(doubt.settles[0].job_id)).first()
@@ -80,7 +81,7 @@ def _committed(conn: Connection, doubt: Doubt) -> bool:
 def _locked(job_id: int) -> Select[Any]:
     # Waits (up to the store's lock_timeout) for the doubtful transaction to end.
     return (
-        select(jobs.c.state, jobs.c.node_id, jobs.c.attempts)
+        select(jobs.c.state, jobs.c.node_id, jobs.c.runs)
         .where(jobs.c.id == job_id)
         .with_for_update()
     )

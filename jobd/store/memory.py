@@ -72,7 +72,13 @@ from jobd.store.memory_tables import (
     read_health,
     ready_jobs,
 )
-from jobd.store.rows import definition_text, job_from_row, new_job_record, routine_stats
+from jobd.store.rows import (
+    KEEP_STOPPED,
+    definition_text,
+    job_from_row,
+    new_job_record,
+    routine_stats,
+)
 
 if TYPE_CHECKING:
     from jobd.store.contract import Store
@@ -176,7 +182,12 @@ class MemoryStore:
         claimed = []
         for row in chosen:
             running = replace(
-                row, state=RUNNING, attempts=row.attempts + 1, node_id=node_id, started_at=now
+                row,
+                state=RUNNING,
+                attempts=row.attempts + 1,
+                runs=row.runs + 1,
+                node_id=node_id,
+                started_at=now,
             )
             db.jobs[row.id] = running
             claimed.append(running.claim())
@@ -287,14 +298,42 @@ class MemoryStore:
 
     # -- routine catalog -----------------------------------------------------
 
-    def register_routines(self, catalog: dict[str, dict[str, Any]], now: float) -> None:
+    def register_routines(
+        self, catalog: dict[str, dict[str, Any]], now: float, node_id: int | None = None
+    ) -> None:
+        """catalog.register: the policies, and the node's registration replacing its last."""
         texts = {name: json.dumps(policy, sort_keys=True) for name, policy in catalog.items()}
         with self._write() as db:
             db.routines.update(texts)
+            if node_id is None:
+                return
+            db.routine_nodes = {
+                key: at
+                for key, at in db.routine_nodes.items()
+                if key[1] != node_id and not _long_stopped(db, key[1], now)
+            }
+            db.routine_nodes.update(((name, node_id), now) for name in catalog)
+            live = _live_names(db)
+            db.routines = {name: p for name, p in db.routines.items() if name in live}
 
     def routine_policies(self) -> dict[str, dict[str, Any]]:
+        """catalog.policies: what live nodes register, or the last catalog if none does."""
         with self._read() as db:
-            return {name: json.loads(policy) for name, policy in db.routines.items()}
+            live = _live_names(db)
+            return {
+                name: json.loads(policy)
+                for name, policy in db.routines.items()
+                if not live or name in live
+            }
+
+    def routine_registrations(self) -> dict[str, list[int]]:
+        with self._read() as db:
+            found: dict[str, list[int]] = {}
+            for name, node_id in sorted(db.routine_nodes, key=lambda key: key[1]):
+                node = db.nodes.get(node_id)
+                if node is not None and node.stopped_at is None:
+                    found.setdefault(name, []).append(node_id)
+            return found
 
     # -- people and scripts (queries.py) -------------------------------------
 
@@ -489,3 +528,17 @@ class MemoryStore:
 
 if TYPE_CHECKING:
     _checked: Store = MemoryStore()  # mypy: the fake keeps the whole contract
+
+
+def _live_names(db: Tables) -> set[str]:
+    """Routines a node that is not stopped registers (catalog._live_names)."""
+    return {
+        name
+        for name, node_id in db.routine_nodes
+        if (node := db.nodes.get(node_id)) is not None and node.stopped_at is None
+    }
+
+
+def _long_stopped(db: Tables, node_id: int, now: float) -> bool:
+    node = db.nodes.get(node_id)
+    return node is not None and node.stopped_at is not None and node.stopped_at < now - KEEP_STOPPED

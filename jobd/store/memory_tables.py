@@ -63,12 +63,13 @@ class JobRow:
     cancel_requested: bool
     error_type: str | None
     error_message: str | None
+    runs: int = 0  # the attempt number: grows at every claim, never given back (0004)
 
     def claim(self) -> Claim:
         """The row as the claim statement returns it (claims.CLAIM_COLUMNS)."""
         return Claim(
-            self.id, self.routine, self.queue, self.priority, self.attempts, self.max_attempts,
-            self.args, self.kwargs, self.enqueued_at, self.run_at,
+            self.id, self.routine, self.queue, self.priority, self.runs, self.max_attempts,
+            self.args, self.kwargs, self.enqueued_at, self.run_at, self.attempts,
         )  # fmt: skip
 
 
@@ -121,6 +122,8 @@ class Tables:
     attempts: list[Attempt] = field(default_factory=list)  # copies, in insertion (id) order
     nodes: dict[int, NodeRow] = field(default_factory=dict)
     routines: dict[str, str] = field(default_factory=dict)  # name -> policy JSON
+    # (routine, node id) -> registered_at: the routine_nodes table (revision 0005)
+    routine_nodes: dict[tuple[str, int], float] = field(default_factory=dict)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     fires: dict[tuple[str, float], FireRow] = field(default_factory=dict)
     last_job_id: int = 0  # ids are never reused (AUTOINCREMENT, revision 0003)
@@ -130,7 +133,8 @@ class Tables:
         """The tables as they are: rows are never changed in place, so shallow copies do."""
         return Tables(
             dict(self.jobs), list(self.attempts), dict(self.nodes), dict(self.routines),
-            dict(self.schedules), dict(self.fires), self.last_job_id, self.last_node_id,
+            dict(self.routine_nodes), dict(self.schedules), dict(self.fires), self.last_job_id,
+            self.last_node_id,
         )  # fmt: skip
 
 
@@ -206,7 +210,7 @@ def apply_settles(db: Tables, node_id: int, settles: list[Settle]) -> None:
         a = s.attempt
         if row is None or row.state != RUNNING or row.node_id != node_id:
             continue
-        if a is not None and a.attempt != row.attempts:
+        if a is not None and a.attempt != row.runs:  # the run it reports, the token
             continue
         queued = s.state is JobState.QUEUED
         db.jobs[row.id] = replace(

@@ -55,7 +55,7 @@ FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s
 WHERE jobs.id = s.id
   AND jobs.state = 'running'
   AND jobs.node_id = %s
-  AND jobs.attempts = coalesce(s.attempt, jobs.attempts)
+  AND jobs.runs = coalesce(s.attempt, jobs.runs)
 """
 
 RECORD_MANY = """

@@ -70,6 +70,8 @@ class Queries:
     def retry(self, job_id: int, now: float) -> Job:
         """Put a failed or cancelled job back in its queue with fresh attempts.
 
+        Its run number goes on (`runs` is kept): attempt numbers never repeat.
+
         It keeps a run_at still to come (a delayed job cancelled before its time
         runs then, not at once); a past one becomes now.
         """

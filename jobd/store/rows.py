@@ -12,6 +12,10 @@ from typing import Any
 
 from jobd.records import Job, JobState, NewJob, RoutineStats, loads_or_none, percentile
 
+# Seconds a stopped node's routine registrations are kept (store/catalog.py):
+# a node declared dead may come back, and registers again only when it reloads.
+KEEP_STOPPED = 86_400.0
+
 
 def insert_row(job: NewJob) -> dict[str, Any]:
     return {
@@ -92,6 +96,7 @@ def job_from_row(row: Any) -> Job:
         finished_at=row.finished_at,
         node_id=row.node_id,
         cancel_requested=bool(row.cancel_requested),
+        runs=row.runs,
     )
 
 

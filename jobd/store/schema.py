@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 # The head of the migration history (jobd/store/migrations/versions); the
 # master compares it with `alembic_version` without importing Alembic.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -52,7 +52,10 @@ jobs = Table(
     Column("args", Text, nullable=False, server_default="[]"),
     Column("kwargs", Text, nullable=False, server_default="{}"),
     Column("result", Text),
+    # The count toward max_attempts: given back by an uncounted put-back, reset
+    # by a manual retry. `runs` only grows: the attempt number (revision 0004).
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("runs", Integer, nullable=False, server_default="0"),
     Column("max_attempts", Integer, nullable=False),
     Column("unique_key", String(255)),
     Column("enqueued_at", Float, nullable=False),
@@ -139,6 +142,17 @@ routines = Table(
     Column("policy", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Which node registered which routine, and when (revision 0005): the catalog
+# is what live nodes register (store/catalog.py).
+routine_nodes = Table(
+    "routine_nodes",
+    metadata,
+    Column("routine", String(255), primary_key=True),
+    Column("node_id", Id, primary_key=True),
+    Column("registered_at", Float, nullable=False),
+)
+Index("ix_routine_nodes_node", routine_nodes.c.node_id)
 
 # One row per configured schedule (revision 0002). `fired_until` is the
 # cursor: fires up to it are handled (enqueued or skipped as too old);

@@ -16,12 +16,10 @@ Where the statements are:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
 from jobd.records import (
     Attempt,
@@ -42,6 +40,7 @@ from jobd.records import (
     ScheduleState,
     Settle,
 )
+from jobd.store import catalog as routine_catalog
 from jobd.store import nodes as node_sql
 from jobd.store import retention
 from jobd.store import schedules as schedule_sql
@@ -52,7 +51,6 @@ from jobd.store.doubt import Doubt
 from jobd.store.doubt import resolve as resolve_doubt
 from jobd.store.queries import Queries
 from jobd.store.rows import new_job_record
-from jobd.store.schema import routines
 from jobd.store.wake import WakeListener, Waker
 from jobd.store.writes import Writes
 
@@ -214,28 +212,18 @@ class SQLStore:
 
     # -- routine catalog -----------------------------------------------------
 
-    def register_routines(self, catalog: dict[str, dict[str, Any]], now: float) -> None:
-        if not catalog:
-            return
-        dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
-        stmt = dialect_insert(routines)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[routines.c.name],
-            set_={"policy": stmt.excluded.policy, "updated_at": stmt.excluded.updated_at},
-        )
-        rows = [
-            {"name": name, "policy": json.dumps(policy, sort_keys=True), "updated_at": now}
-            for name, policy in catalog.items()
-        ]
-        with self.db.transaction() as conn:
-            conn.execute(stmt, rows)
+    def register_routines(
+        self, catalog: dict[str, dict[str, Any]], now: float, node_id: int | None = None
+    ) -> None:
+        """Record the routines a node registered (store/catalog.py)."""
+        if catalog or node_id is not None:
+            routine_catalog.register(self.db, catalog, now, node_id)
 
     def routine_policies(self) -> dict[str, dict[str, Any]]:
-        with self.db.transaction(write=False) as conn:
-            return {
-                name: json.loads(policy)
-                for name, policy in conn.execute(select(routines.c.name, routines.c.policy))
-            }
+        return routine_catalog.policies(self.db)
+
+    def routine_registrations(self) -> dict[str, list[int]]:
+        return routine_catalog.registrations(self.db)
 
     # -- people and scripts (queries.py) -------------------------------------
 

@@ -32,9 +32,10 @@ SETTLE = (
         jobs.c.id == bindparam("b_id"),
         IS_RUNNING,
         jobs.c.node_id == bindparam("b_node"),
-        # The attempt it reports, when it reports one: a node that was declared
-        # dead and came back may hold an old attempt of a job it claimed again.
-        jobs.c.attempts == func.coalesce(bindparam("b_attempt", type_=Integer), jobs.c.attempts),
+        # The run it reports, when it reports one: a node that was declared dead
+        # and came back may hold an old run of a job it claimed again, and after
+        # an uncounted put-back the count alone would not tell two runs apart.
+        jobs.c.runs == func.coalesce(bindparam("b_attempt", type_=Integer), jobs.c.runs),
     )
     .values(
         state=bindparam("b_state"),

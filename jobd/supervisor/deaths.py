@@ -60,6 +60,28 @@ def failed_hooks_order(worker: Worker, claim: Claim, attempt: Attempt) -> dict[s
     }  # fmt: skip
 
 
+def rescued_hooks_order(claim: Claim, attempt: Attempt) -> dict[str, Any]:
+    """The order for the job_failed hooks of an attempt lost with its whole node
+    (its master died or stopped heartbeating), for this node's template.
+
+    The worker that ran it was on the dead node and is unknown here: slot 0,
+    pid 0. The hooks are the application's, not the routine's, so they run
+    even if this node's code no longer has the routine: the application still
+    hears that a job of it failed.
+    """
+    return {
+        "job": {
+            "id": claim.id, "routine": claim.routine, "queue": claim.queue,
+            "attempt": claim.attempt, "max_attempts": claim.max_attempts,
+            "enqueued_at": claim.enqueued_at,
+        },
+        "worker": {"slot": 0, "pid": None},
+        "outcome": attempt.outcome,
+        "error_type": attempt.error_type or "NodeLost",
+        "message": attempt.error_message,
+    }  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Unexpected:
     """A death the master did not ask for, judged."""

@@ -154,7 +154,8 @@ class Dispatch:
         ):
             log.warning(
                 "job %s (%s) attempt %s/%s: %s%s",
-                claim.id, claim.routine, claim.attempt, claim.max_attempts, attempt.outcome,
+                claim.id, claim.routine, claim.attempts_counted, claim.max_attempts,
+                attempt.outcome,
                 f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else "",
             )  # fmt: skip
 

@@ -14,23 +14,33 @@ there are two proofs:
 Nodes with other names on the same host are treated as other hosts (the
 heartbeat rule): several masters may share a host name but not a pid
 namespace (containers), and a pid is only proof inside its own namespace.
+
+Each attempt a rescue records as `lost` gets the application's `job_failed`
+hooks, as an attempt a worker's death ended does: the rescuer's template runs
+them (`failed_hooks`), once the rescue has committed, so a rescue another node
+won, or one that failed, runs none.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from jobd.processes import process_alive
-from jobd.records import Pulse
+from jobd.records import Claim, Pulse, Settle
 from jobd.settings import ConfigError
 from jobd.store.contract import Store, StoreError
 from jobd.supervisor.catalog import Decider
+from jobd.supervisor.deaths import rescued_hooks_order
 from jobd.units import format_duration
 
 log = logging.getLogger("jobd.master")
+
+# Hands an order for the job_failed hooks of a lost attempt to a template.
+FailedHooks = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,37 @@ def join(store: Store, me: Identity, window: float, now: float) -> Identity:
     return Identity(node_id, me.name, me.hostname)
 
 
-def rescue_dead_local_nodes(store: Store, me: Identity, now: float, decider: Decider) -> int:
+def rescue(
+    store: Store,
+    node_id: int,
+    now: float,
+    decide: Callable[[Claim], Settle],
+    timeout: float | None,
+    failed_hooks: FailedHooks | None,
+) -> list[Settle]:
+    """`store.rescue_node`, then the job_failed hooks of the attempts it lost."""
+    held: dict[int, Claim] = {}
+
+    def deciding(claim: Claim) -> Settle:
+        held[claim.id] = claim
+        return decide(claim)
+
+    settles = store.rescue_node(node_id, now, deciding, timeout=timeout)
+    if failed_hooks is not None:
+        for settle in settles:
+            attempt = settle.attempt
+            if attempt is not None and attempt.outcome == "lost" and settle.job_id in held:
+                failed_hooks(rescued_hooks_order(held[settle.job_id], attempt))
+    return settles
+
+
+def rescue_dead_local_nodes(
+    store: Store,
+    me: Identity,
+    now: float,
+    decider: Decider,
+    failed_hooks: FailedHooks | None = None,
+) -> int:
     """Earlier incarnations of this node whose master pid is gone: rescued at once.
     How many nodes were rescued."""
     rescued = 0
@@ -81,7 +121,7 @@ def rescue_dead_local_nodes(store: Store, me: Identity, now: float, decider: Dec
         if process_alive(other.pid, other.started_at):
             continue
         why = f"node {other.id} (master pid {other.pid}) died while the job ran"
-        settles = store.rescue_node(other.id, now, decider(other.id, why))
+        settles = rescue(store, other.id, now, decider(other.id, why), None, failed_hooks)
         log.warning(
             "node %s (pid %s) is dead: %d of its running jobs put back or failed",
             other.id, other.pid, len(settles),
@@ -91,7 +131,12 @@ def rescue_dead_local_nodes(store: Store, me: Identity, now: float, decider: Dec
 
 
 def rescue_stale_nodes(
-    store: Store, me: Identity, window: float, now: float, decider: Decider
+    store: Store,
+    me: Identity,
+    window: float,
+    now: float,
+    decider: Decider,
+    failed_hooks: FailedHooks | None = None,
 ) -> int:
     """Nodes, on any host, whose heartbeat is older than `window` (store.node_timeout).
     How many of them had running jobs that were put back."""
@@ -101,7 +146,7 @@ def rescue_stale_nodes(
             f"node {other.id} ({other.name} on {other.hostname}, master pid {other.pid}) "
             f"stopped heartbeating for over {format_duration(window)} while the job ran"
         )
-        settles = store.rescue_node(other.id, now, decider(other.id, why), timeout=window)
+        settles = rescue(store, other.id, now, decider(other.id, why), window, failed_hooks)
         if not settles:  # it held nothing, or another node got to it first
             log.info(
                 "node %s (%s on %s) has not heartbeated for over %s: dead",
@@ -159,6 +204,7 @@ def heartbeat(
     info: dict[str, Any],
     decider: Decider,
     judge_from: float = 0.0,
+    failed_hooks: FailedHooks | None = None,
 ) -> Beat:
     """A heartbeat's store work: record that this node lives (and what it runs), read
     the cancel requests for its running jobs, rescue dead nodes.
@@ -181,9 +227,9 @@ def heartbeat(
             me.id, format_duration(pulse.at - pulse.previous), format_duration(window),
         )  # fmt: skip
     cancels = store.cancel_requests(me.id)
-    rescued = rescue_dead_local_nodes(store, me, now, decider)
+    rescued = rescue_dead_local_nodes(store, me, now, decider, failed_hooks)
     if pulse is None or pulse.at >= judge_from:
-        rescued += rescue_stale_nodes(store, me, window, now, decider)
+        rescued += rescue_stale_nodes(store, me, window, now, decider, failed_hooks)
     return Beat(cancels, rescued, judge_from)
 
 

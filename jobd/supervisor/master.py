@@ -22,6 +22,7 @@ import logging
 import selectors
 import signal
 from collections.abc import Callable
+from typing import Any
 
 from setproctitle import setproctitle
 
@@ -138,7 +139,8 @@ class Master:
         self.store.check_schema()
         now, window = self.clock.time(), self.settings.store.node_window()
         self.catalog.use(self.store.routine_policies())  # until the template reports
-        rescued = self.node.join(self.store, window, now, self.catalog.for_dead_node(now))
+        decider = self.catalog.for_dead_node(now)
+        rescued = self.node.join(self.store, window, now, decider, self._run_failed_hooks)
         node_id = self.workforce.node_id = self.node.id
         self.scheduler = Scheduler(self.store, self.settings, node_id)
         if rescued:
@@ -333,7 +335,7 @@ class Master:
 
     def _record_catalog(self, catalog: dict[str, dict[str, object]]) -> None:
         try:
-            self.store.register_routines(catalog, self.clock.time())
+            self.store.register_routines(catalog, self.clock.time(), self.node.id)
         except StoreError as exc:
             log.warning("could not record the routine catalog: %s", exc)
 
@@ -400,7 +402,7 @@ class Master:
             self.phase.value, self.settings, self.workforce, self.sizes, self.counters
         )
         window, decider = self.settings.store.node_window(), self.catalog.for_dead_node(now)
-        beat = self.node.beat(self.store, window, now, info, decider)
+        beat = self.node.beat(self.store, window, now, info, decider, self._run_failed_hooks)
         if beat is not None:
             self.workforce.jobs.cancel(beat.cancels)
             if beat.rescued:
@@ -408,6 +410,13 @@ class Master:
         if not self.wakeups.check():  # its own connection: checked even when the store is not
             self.mark_ready()  # wake-ups may have been missed
         self.notifier.status(self.status_line())
+
+    def _run_failed_hooks(self, order: dict[str, Any]) -> None:
+        """The job_failed hooks of an attempt a rescue lost (duties.rescue), run by
+        the current generation's template; none while it has no template."""
+        template = self.workforce.generations.current.template
+        if template is not None:
+            template.run_failed_hooks(order)
 
     def _tick_scheduler(self) -> None:
         """Recurring routines (scheduler.py); what fired is claimed at once. After the

@@ -29,18 +29,33 @@ class Node:
     def id(self) -> int:
         return self.me.id
 
-    def join(self, store: Store, window: float, now: float, decider: Decider) -> int:
+    def join(
+        self,
+        store: Store,
+        window: float,
+        now: float,
+        decider: Decider,
+        failed_hooks: duties.FailedHooks | None = None,
+    ) -> int:
         """Register this master (refusing a live namesake) and rescue at once the
         earlier incarnations of this node on this host; how many were rescued."""
         self.me = duties.join(store, self.me, window, now)
-        return duties.rescue_dead_local_nodes(store, self.me, now, decider)
+        return duties.rescue_dead_local_nodes(store, self.me, now, decider, failed_hooks)
 
     def beat(
-        self, store: Store, window: float, now: float, info: dict[str, Any], decider: Decider
+        self,
+        store: Store,
+        window: float,
+        now: float,
+        info: dict[str, Any],
+        decider: Decider,
+        failed_hooks: duties.FailedHooks | None = None,
     ) -> duties.Beat | None:
         """One heartbeat's store work (duties.heartbeat); None if the store failed."""
         try:
-            beat = duties.heartbeat(store, self.me, window, now, info, decider, self.judge_from)
+            beat = duties.heartbeat(
+                store, self.me, window, now, info, decider, self.judge_from, failed_hooks
+            )
         except StoreError as exc:
             log.warning("heartbeat: %s", exc)
             return None

@@ -24,8 +24,10 @@ import pytest
 
 import jobd.examples
 from jobd import Client, exitcodes
+from jobd.records import JobState, Settle
 from jobd.routines import REGISTRY
 from jobd.store import open_store
+from jobd.store.schema import SCHEMA_REVISION
 
 JOB_KEYS = {
     "id",
@@ -180,13 +182,14 @@ def client(cli: Jobd) -> Iterator[Client]:
 
 def test_db_upgrade_creates_the_schema_once(bare_cli: Jobd) -> None:
     first = bare_cli.ok("db", "upgrade")
-    assert first.stdout.strip().endswith("schema upgraded from nothing to revision 0003")
+    upgraded = f"schema upgraded from nothing to revision {SCHEMA_REVISION}"
+    assert first.stdout.strip().endswith(upgraded)
     assert str(bare_cli.database) in first.stdout
     with sqlite3.connect(bare_cli.database) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"jobs", "attempts", "alembic_version"} <= tables
     second = bare_cli.ok("db", "upgrade")
-    assert second.stdout.strip().endswith("schema already at revision 0003")
+    assert second.stdout.strip().endswith(f"schema already at revision {SCHEMA_REVISION}")
     assert bare_cli.count_jobs() == 0
 
 
@@ -426,6 +429,18 @@ def test_jobs_show(cli: Jobd, client: Client) -> None:
     assert ADD in text
 
 
+def test_jobs_show_names_the_runs_when_they_differ_from_the_attempts(
+    cli: Jobd, client: Client
+) -> None:
+    job = client.enqueue(ADD, 1, b=2)
+    assert "attempts          0/3\n" in cli.ok("jobs", "show", str(job.id)).stdout
+    node = client.store.register_node("cli", "host", 1, time.time())
+    (held,) = client.store.exchange(node, [], (job.queue,), 1, time.time())
+    back = Settle(held.id, JobState.QUEUED, None, uncount=True)  # a drain gave it back
+    client.store.exchange(node, [back], (job.queue,), 0, time.time())
+    assert "attempts          0/3 (runs 1)\n" in cli.ok("jobs", "show", str(job.id)).stdout
+
+
 def test_jobs_cancel_a_queued_job(cli: Jobd, client: Client) -> None:
     job = client.enqueue(HELLO)
     assert cli.ok("jobs", "cancel", str(job.id)).stdout == f"job {job.id} cancelled\n"
@@ -477,6 +492,21 @@ def test_routines(cli: Jobd, client: Client) -> None:
     assert listed["jobd.examples:sleep"][4] == "30s"  # its time limit
     as_json = cli.ok("routines", "--json").json()
     assert as_json == catalog
+
+
+def test_routines_lists_what_live_nodes_register_and_which_nodes(cli: Jobd, client: Client) -> None:
+    old = client.store.register_node("n", "host", 1, time.time())
+    client.store.register_routines({ADD: {"queue": "maths"}, "app:gone": {}}, time.time(), old)
+    client.store.stop_node(old, time.time())  # a deploy: "app:gone" is no longer in the code
+    new = client.store.register_node("n", "host", 2, time.time())
+    client.store.register_routines({ADD: {"queue": "maths"}}, time.time(), new)
+    lines = cli.ok("routines").stdout.splitlines()
+    assert lines[0].split()[-1] == "NODES"
+    assert [line.split()[0] for line in lines[1:]] == [ADD]
+    assert lines[1].split()[-1] == str(new)
+    assert cli.ok("routines", "--json").json() == {ADD: {"queue": "maths"}}
+    refused = cli("enqueue", "app:gone")
+    assert refused.code == exitcodes.USAGE, refused.stderr
 
 
 # -- where the config comes from -----------------------------------------------

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.process.daemon import Daemon, open_gate
@@ -211,3 +212,66 @@ def test_watchdog_and_status(daemon: Daemon) -> None:
     )
     assert status[-1].startswith("STATUS=") and "/2 busy, " in status[-1]
     assert " queued" in status[-1] and " failed/min" in status[-1]
+
+
+def test_an_attempt_lost_with_its_master_runs_the_job_failed_hooks_once(daemon: Daemon) -> None:
+    # Issue 21 C9: a worker's death ran the hooks, a whole node's did not.
+    daemon.start()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, daemon.gate(), max_attempts=1)
+    daemon.wait_event("started")
+    children = psutil.Process(daemon.pid).children()
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.wait_exit()
+    wait_until(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+        timeout=5,
+        what="the dead master's workers and template to exit",
+    )
+    assert daemon.client().get(job.id).state == "running"
+    assert daemon.events_seen("job_failed") == []  # its worker died by SIGKILL too
+
+    daemon.start()  # the same node on the same host: its earlier incarnation is rescued
+    failed = daemon.wait_state(job.id, "failed")
+    assert failed.attempts == 1
+    (attempt,) = daemon.client().attempts(job.id)
+    assert attempt.outcome == "lost"
+    (hook,) = daemon.wait_event("job_failed")
+    assert (hook["job"], hook["error"], hook["outcome"], hook["attempt"]) == (
+        job.id,
+        "JobKilled",
+        "lost",
+        1,
+    )
+    assert daemon.stop() == 0
+    assert len(daemon.events_seen("job_failed")) == 1
+
+
+def test_a_reload_whose_code_drops_a_routine_drops_it_from_the_catalog(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    write_app(app, "hello")
+    daemon = Daemon(
+        tmp_path, jobd={"modules": ["jobd_test_routines", "reload_app"],
+                        "pythonpath": [str(Path(__file__).parent), str(app)]},
+    )  # fmt: skip
+    try:
+        daemon.start()
+        assert "reload_app:greet" in daemon.cli("routines", "--json").stdout
+        (app / "reload_app.py").write_text(
+            "import jobd\n\n@jobd.routine\ndef welcome() -> str:\n    return 'hi'\n"
+        )
+        daemon.notices.clear()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_notice("READY=1")
+        catalog = wait_until(
+            lambda: (
+                "reload_app:welcome" in (found := daemon.cli("routines", "--json").stdout) and found
+            ),
+            what="the new generation's catalog",
+        )
+        assert "reload_app:greet" not in catalog
+        refused = daemon.cli("enqueue", "reload_app:greet")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "reload_app:greet" in refused.stderr
+    finally:
+        daemon.kill_all()

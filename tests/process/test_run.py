@@ -403,6 +403,28 @@ def test_drain_timeout_puts_jobs_back_uncounted(tmp_path: Path, daemons: list[Da
     assert attempt.outcome == "interrupted"
 
 
+def test_a_job_a_drain_put_back_runs_again_under_a_new_attempt_number(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # Issue 21 C9: the put-back gave the count back, and the next run recorded
+    # attempt 1 again (two ledger lines for one attempt in the chaos audit).
+    daemon = Daemon(tmp_path, pool={"graceful_timeout": "500ms"})
+    daemons.append(daemon)
+    daemon.start()
+    gate = daemon.gate()
+    job = daemon.client().enqueue(f"{R}:blocked", daemon.events, gate, max_attempts=1)
+    daemon.wait_event("started")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    open_gate(gate)
+    daemon.start()
+    done = daemon.wait_state(job.id, "succeeded")
+    assert (done.attempts, done.runs) == (1, 2)
+    attempts = [(a.attempt, a.outcome) for a in daemon.client().attempts(job.id)]
+    assert attempts == [(1, "interrupted"), (2, "succeeded")]
+    assert [e["attempt"] for e in daemon.events_seen("started")] == [1, 2]  # as the job saw it
+
+
 def test_a_second_sigterm_stops_at_once(daemon: Daemon) -> None:
     daemon.start()
     job = daemon.client().enqueue(f"{R}:blocked", daemon.events, daemon.gate())
