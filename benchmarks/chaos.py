@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos_disk import SmallDisk, disk_size
-from chaos_producer import Produced, Producer
+from chaos_producer import Produced, Producer, audit_enqueues
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -687,32 +687,13 @@ class Chaos:
         report.orphans = self.orphans()
 
     def audit_enqueues(self, ids: list[int], rows: list[Any]) -> list[int]:
-        """The jobs to audit: those enqueued, and any second job of a producer's key.
-
-        A key the producer was told was in must name a job with that key; a
-        second job of a key is a duplicate enqueue, explained only if a call
-        for that key failed and was sent again (its first commit did happen);
-        any other job in the store was enqueued by no one."""
+        """The jobs to audit (chaos_producer.audit_enqueues), its findings reported."""
         report = self.report
-        produced = report.produced
-        by_id = {row.id: row for row in rows}
-        for key, job in produced.keys.items():
-            row = by_id.get(job)
-            if row is None or row.unique_key != key:
-                report.lost.append(job)
-        wanted = set(ids)
-        extra: list[int] = []
-        for row in rows:
-            if row.id in wanted:
-                continue
-            if row.unique_key in produced.retried_keys:
-                report.duplicate_enqueues += 1
-                extra.append(row.id)  # it must run and end all the same
-            else:
-                report.unexplained.append(
-                    f"job {row.id} ({row.unique_key or 'no key'}) enqueued by no one"
-                )
-        return ids + extra
+        found = audit_enqueues(ids, rows, report.produced)
+        report.lost += found.missing
+        report.duplicate_enqueues += found.duplicates
+        report.unexplained += found.unexplained
+        return found.jobs
 
     def recovery(self, runs: dict[int, list[Any]], outcomes: dict[tuple[int, int], Any]) -> None:
         kills = self.report.kills

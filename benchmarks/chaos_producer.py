@@ -123,3 +123,39 @@ class Producer:
             if time.monotonic() > deadline or self.stop.wait(RETRY_PAUSE):
                 produced.unexpected.append(f"batch {batch[0]}.. not in after retries")
                 return
+
+
+@dataclass
+class EnqueueAudit:
+    jobs: list[int]  # every job to audit: those enqueued, and the explained duplicates
+    missing: list[int]  # ids the producer was told of that the store has not (with its key)
+    duplicates: int  # second jobs of a key whose call failed and was sent again
+    unexplained: list[str]  # jobs in the store that no one was told of
+
+
+def audit_enqueues(ids: list[int], rows: list[Any], produced: Produced) -> EnqueueAudit:
+    """What the store holds against what the enqueuers were told.
+
+    `ids`: every job id an enqueue call returned; `rows`: every job in the store
+    (`id`, `unique_key`). A key the producer was told was in must name a job
+    with that key. A job no call returned is a duplicate enqueue when its key
+    was sent again after a failed call (that call had committed after all, and
+    its job had ended before the retry, so the key was free again); any other
+    is a job enqueued by no one."""
+    by_id = {row.id: row for row in rows}
+    missing = [
+        job
+        for key, job in produced.keys.items()
+        if job not in by_id or by_id[job].unique_key != key
+    ]
+    wanted = set(ids)
+    extra: list[int] = []
+    unexplained: list[str] = []
+    for row in rows:
+        if row.id in wanted:
+            continue
+        if row.unique_key in produced.retried_keys:
+            extra.append(row.id)  # it must run and end all the same
+        else:
+            unexplained.append(f"job {row.id} ({row.unique_key or 'no key'}) enqueued by no one")
+    return EnqueueAudit(ids + extra, missing, len(extra), unexplained)
