@@ -1,4 +1,4 @@
-"""The chaos suite, short: benchmarks/chaos.py for about 35 s on each backend.
+"""The chaos suite, short: benchmarks/chaos.py for about 30 s on each backend.
 
 Real `jobd run` nodes in a restart loop, real signals (worker and master
 SIGKILLs, SIGHUP with a broken config, SIGSTOP past the heartbeat window),
@@ -45,7 +45,7 @@ def check(report: Report, kinds: set[str], enqueue_faults: bool = True) -> None:
 
 def test_chaos_on_sqlite(tmp_path: Path) -> None:
     options = Options(
-        backend="sqlite", jobs=1500, seconds=35, seed=SEED, nodes=1, fault_every=0.6,
+        backend="sqlite", jobs=1500, seconds=30, seed=SEED, nodes=1, fault_every=0.6,
         drain_timeout=60, root=tmp_path, enqueue_during=0.5, disk=os.geteuid() == 0,
     )  # fmt: skip
     report = run_chaos(options)
@@ -62,7 +62,7 @@ def test_chaos_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_chaos_on_postgres_with_two_nodes(tmp_path: Path, own_pg: OwnCluster) -> None:
     options = Options(
-        backend="postgres", jobs=1500, seconds=35, seed=SEED, nodes=2, fault_every=0.6,
+        backend="postgres", jobs=1500, seconds=30, seed=SEED, nodes=2, fault_every=0.6,
         drain_timeout=60, root=tmp_path, pg_url=own_pg.url, pg_cluster=own_pg,
         enqueue_during=0.5,
     )  # fmt: skip
