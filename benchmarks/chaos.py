@@ -17,13 +17,23 @@ they drain, faults are sent at random intervals drawn from `--seed`:
   group) for longer than its heartbeat window, then SIGCONT;
 - pg_restart, pg_outage (PostgreSQL): the run's own cluster (made with
   pg_createcluster on a free port; the shared server is never touched) is
-  stopped at once and started again, at once or after up to 2.5 windows.
+  stopped at once and started again, at once or after up to 2.5 windows;
+- disk_full (SQLite, as root): the database lives on a tmpfs of the run's
+  own, sized for the jobs (chaos_disk.py); a ballast file fills it to the
+  last byte for 0.5-3 s, then is deleted.
+
+`--enqueue-during` of the jobs (half by default) are not enqueued before the
+faults but by a producer thread, in small batches through the fault window,
+each job with a unique key; a batch whose call fails is sent again with the
+same keys, and the failures are counted by kind (chaos_producer.py).
 
 Then every fault is healed, the jobs drain, the nodes are stopped with
 SIGTERM, and the audit checks: every job terminal, every job in the ledger,
-every run beyond a job's succeeding attempt explained by an attempt the store
-recorded as killed, lost or interrupted, no traceback in any daemon's
-output, no process left in any master's session. It prints a summary and
+every job the producer was told was enqueued in the store, any second job of
+one unique key explained by a failed call sent again, every run beyond a
+job's succeeding attempt explained by an attempt the store recorded as
+killed, lost or interrupted, no traceback in any daemon's output, no process
+left in any master's session. It prints a summary and
 exits 1 if anything failed. `run_chaos()` is what tests/chaos runs.
 """
 
@@ -50,6 +60,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chaos_disk import SmallDisk, disk_size
+from chaos_producer import Produced, Producer, audit_enqueues
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -81,6 +94,8 @@ class Options:
     pg_url: str | None = None  # a cluster given by the caller (tests); else one is made
     pg_cluster: Any = None  # an OwnCluster to stop and start (with pg_url)
     job_seconds: float | None = None  # each job's work (else derived from --seconds)
+    enqueue_during: float = 0.0  # the fraction of the jobs the producer enqueues in the window
+    disk: bool | None = None  # SQLite on a small tmpfs, and disk_full faults (None: if root)
     quiet: bool = False
 
 
@@ -108,6 +123,11 @@ class Report:
     orphans: list[str] = field(default_factory=list)
     exits: Counter[str] = field(default_factory=Counter)  # masters' exits by code
     kills: list[MasterKill] = field(default_factory=list)
+    produced: Produced = field(default_factory=Produced)
+    enqueued_during: int = 0  # jobs the producer was told were in
+    duplicate_enqueues: int = 0  # second jobs of a key whose first call failed
+    disk_full_lines: int = 0  # the masters' log lines saying the disk is full
+    disk: tuple[int, int] | None = None  # (tmpfs size, peak bytes used) on SQLite
     elapsed: float = 0.0
     drained_in: float = 0.0
     job_seconds: float = 0.0
@@ -127,6 +147,8 @@ class Report:
             found.append(f"traceback(s) in the daemons' output: {self.tracebacks[:3]}")
         if self.orphans:
             found.append(f"orphan process(es): {self.orphans[:10]}")
+        if self.produced.unexpected:
+            found.append(f"the producer failed: {self.produced.unexpected[:3]}")
         return found
 
     def recovery(self, attribute: str) -> tuple[float, float, int] | None:
@@ -157,6 +179,22 @@ class Report:
             ("orphan processes", str(len(self.orphans))),
             ("master exits", ", ".join(f"{k} {n}" for k, n in sorted(self.exits.items()))),
         ]
+        if o.enqueue_during:
+            errors = self.produced.errors
+            rows += [
+                ("enqueued during the faults", f"{self.enqueued_during:,} jobs in "
+                 f"{self.produced.batches:,} batches"),
+                ("failed enqueue calls (retried)", ", ".join(
+                    f"{k} {n}" for k, n in sorted(errors.items())) or "0"),
+                ("duplicate enqueues", f"{self.duplicate_enqueues} (a failed call that had "
+                 "committed, sent again)"),
+            ]  # fmt: skip
+        if self.disk is not None:
+            size, peak = self.disk
+            rows.append(
+                ("SQLite disk", f"tmpfs {size / 2**20:.0f} MiB, peak use {peak / 2**20:.1f} MiB; "
+                 f"{self.disk_full_lines} 'disk is full' log lines")
+            )  # fmt: skip
         for label, attribute in (
             ("master kill -> READY=1", "ready_at"),
             ("master kill -> node runs jobs", "first_run_at"),
@@ -271,8 +309,11 @@ class Node:
 
 
 class Chaos:
-    def __init__(self, options: Options, root: Path, database: str) -> None:
+    def __init__(
+        self, options: Options, root: Path, database: str, disk: SmallDisk | None = None
+    ) -> None:
         self.options = options
+        self.disk = disk
         self.root = root
         self.database = database
         self.rng = random.Random(options.seed)
@@ -288,6 +329,7 @@ class Chaos:
         self._seq = itertools.count()
         self.pg_busy = False  # a restart or outage is under way (a thread runs it)
         self.pg_thread: threading.Thread | None = None
+        self.producer: Producer | None = None
         self.unsent = [kind for kind, _ in self.kinds()]
         self.rng.shuffle(self.unsent)
         self.next_kind: str | None = None
@@ -337,6 +379,8 @@ class Chaos:
             kinds += [("pg_restart", 0.5), ("pg_outage", 0.5)]
             if self.options.nodes >= 2:
                 kinds.append(("freeze", 0.7))
+        if self.disk is not None:
+            kinds.append(("disk_full", 0.7))
         return kinds
 
     def fault(self) -> None:
@@ -359,6 +403,13 @@ class Chaos:
             if self.pg_busy:
                 return False
             self.pg_fault(kind)
+            return True
+        if kind == "disk_full":
+            assert self.disk is not None
+            if self.disk.full:
+                return False
+            self.disk.fill(self.disk.mount / "jobd.db")
+            self.later(self.rng.uniform(0.5, 3.0), self.disk.empty)
             return True
         if not usable:
             return False
@@ -421,6 +472,8 @@ class Chaos:
         """Every fault undone: nodes thawed and on the good config, the server up."""
         if self.pg_thread is not None:
             self.pg_thread.join(60)
+        if self.disk is not None:
+            self.disk.empty()
         for node in self.nodes:
             if node.frozen:
                 self.thaw(node)
@@ -430,8 +483,6 @@ class Chaos:
     # -- the run ---------------------------------------------------------------
 
     def run(self) -> Report:
-        import jobd
-
         options, report = self.options, self.report
         started = time.monotonic()
         work = options.job_seconds
@@ -443,52 +494,98 @@ class Chaos:
             for node in self.nodes:
                 node.start()
             self.wait(lambda: all(n.ready for n in self.nodes), 60, "every node's READY=1")
-            client = jobd.Client(self.database)
-            try:
-                ids: list[int] = []
-                for start in range(0, options.jobs, 5000):
-                    specs = [
-                        jobd.JobSpec(ROUTINE, (self.ledger, work))
-                        for _ in range(start, min(start + 5000, options.jobs))
-                    ]
-                    ids += [job.id for job in client.enqueue_many(specs)]
-            finally:
-                client.close()
-            report.jobs = len(ids)
-            window_end = time.monotonic() + options.seconds
-            next_fault = time.monotonic() + self.rng.expovariate(1 / options.fault_every)
-            checked = time.monotonic()
-            while time.monotonic() < window_end:
-                self.step()
-                if time.monotonic() >= next_fault:
-                    self.fault()
-                    next_fault = time.monotonic() + self.rng.expovariate(1 / options.fault_every)
-                if time.monotonic() - checked > 2.0:
-                    checked = time.monotonic()
-                    if not self.pg_busy and self.open_jobs() == 0:
-                        break  # all drained: no job left for a fault to hit
+            during = round(options.jobs * options.enqueue_during)
+            ids = self.enqueue_before(options.jobs - during, work)
+            if during:
+                self.start_producer(during, work)
+            self.fault_window()
             self.heal()
-            drain_started = time.monotonic()
-            self.wait(
-                lambda: not self.timers and all(n.ready or n.alive() for n in self.nodes),
-                60,
-                "the faults' last actions",
-            )
-            last_check = [0.0]
-
-            def drained() -> bool:
-                if time.monotonic() - last_check[0] < 0.5:
-                    return False
-                last_check[0] = time.monotonic()
-                return self.open_jobs() == 0
-
-            self.wait(drained, options.drain_timeout, "every job to end")
-            report.drained_in = time.monotonic() - drain_started
+            if self.producer is not None:
+                self.wait(lambda: not self.producing(), options.drain_timeout, "the producer")
+                ids += list(self.producer.produced.keys.values())
+                report.enqueued_during = len(self.producer.produced.keys)
+            report.jobs = len(ids)
+            self.drain()
         finally:
+            if self.producer is not None:
+                self.producer.stop.set()
+                self.producer.join(30)
             self.stop_all()
+        if self.disk is not None:
+            self.disk.used()
+            report.disk = (self.disk.size, self.disk.peak_used)
         self.audit(ids)
         report.elapsed = time.monotonic() - started
         return report
+
+    def enqueue_before(self, count: int, work: float) -> list[int]:
+        """The jobs enqueued before the faults, 5,000 a transaction; their ids."""
+        import jobd
+
+        ids: list[int] = []
+        with jobd.Client(self.database) as client:
+            for start in range(0, count, 5000):
+                specs = [
+                    jobd.JobSpec(ROUTINE, (self.ledger, work))
+                    for _ in range(start, min(start + 5000, count))
+                ]
+                ids += [job.id for job in client.enqueue_many(specs)]
+        return ids
+
+    def start_producer(self, count: int, work: float) -> None:
+        import jobd
+
+        def spec(key: str) -> Any:
+            return jobd.JobSpec(ROUTINE, (self.ledger, work), unique_key=key)
+
+        options = self.options
+        self.producer = Producer(
+            self.database, spec, options.seed, count, span=0.8 * options.seconds
+        )
+        self.report.produced = self.producer.produced
+        self.producer.start()
+
+    def fault_window(self) -> None:
+        """Faults at random intervals until the window ends or every job has ended."""
+        every = self.options.fault_every
+        window_end = time.monotonic() + self.options.seconds
+        next_fault = time.monotonic() + self.rng.expovariate(1 / every)
+        checked = time.monotonic()
+        while time.monotonic() < window_end:
+            self.step()
+            if time.monotonic() >= next_fault:
+                self.fault()
+                next_fault = time.monotonic() + self.rng.expovariate(1 / every)
+            if time.monotonic() - checked > 2.0:
+                checked = time.monotonic()
+                if self.disk is not None:
+                    self.disk.used()
+                if self.producing() or self.pg_busy or (self.disk and self.disk.full):
+                    continue
+                if self.open_jobs() == 0:
+                    return  # all drained: no job left for a fault to hit
+
+    def drain(self) -> None:
+        """The faults' last actions done, then every job ended."""
+        drain_started = time.monotonic()
+        self.wait(
+            lambda: not self.timers and all(n.ready or n.alive() for n in self.nodes),
+            60,
+            "the faults' last actions",
+        )
+        last_check = [0.0]
+
+        def drained() -> bool:
+            if time.monotonic() - last_check[0] < 0.5:
+                return False
+            last_check[0] = time.monotonic()
+            return self.open_jobs() == 0
+
+        self.wait(drained, self.options.drain_timeout, "every job to end")
+        self.report.drained_in = time.monotonic() - drain_started
+
+    def producing(self) -> bool:
+        return self.producer is not None and self.producer.thread.is_alive()
 
     def open_jobs(self) -> int:
         from sqlalchemy import bindparam, text
@@ -545,7 +642,8 @@ class Chaos:
                         (int(fields[1]), int(fields[2]), fields[3], float(fields[4]))
                     )
         with self.engine().connect() as conn:
-            states = dict(conn.execute(text("SELECT id, state FROM jobs")).all())
+            rows = conn.execute(text("SELECT id, state, unique_key FROM jobs")).all()
+            states = {row.id: row.state for row in rows}
             outcomes = {
                 (row.job_id, row.attempt): row
                 for row in conn.execute(
@@ -556,7 +654,7 @@ class Chaos:
                 )
             }
         self.engine().dispose()
-        for job in ids:
+        for job in self.audit_enqueues(ids, rows):
             state = states.get(job)
             report.states[state or "missing"] += 1
             if state not in TERMINAL:
@@ -584,7 +682,18 @@ class Chaos:
             for number, line in enumerate(node.stderr().splitlines(), 1):
                 if "Traceback" in line:
                     report.tracebacks.append(f"{node.name} jobd.stderr line {number}")
+                if " is full (" in line:
+                    report.disk_full_lines += 1
         report.orphans = self.orphans()
+
+    def audit_enqueues(self, ids: list[int], rows: list[Any]) -> list[int]:
+        """The jobs to audit (chaos_producer.audit_enqueues), its findings reported."""
+        report = self.report
+        found = audit_enqueues(ids, rows, report.produced)
+        report.lost += found.missing
+        report.duplicate_enqueues += found.duplicates
+        report.unexplained += found.unexplained
+        return found.jobs
 
     def recovery(self, runs: dict[int, list[Any]], outcomes: dict[tuple[int, int], Any]) -> None:
         kills = self.report.kills
@@ -665,8 +774,16 @@ def run_chaos(options: Options) -> Report:
         else:
             root = options.root
             root.mkdir(parents=True, exist_ok=True)
+        disk = None
         if options.backend == "sqlite":
-            database = f"sqlite:///{root / 'jobd.db'}"
+            if options.disk is None:
+                options.disk = os.geteuid() == 0
+            where = root
+            if options.disk:
+                size = disk_size(options.jobs)
+                disk = stack.enter_context(SmallDisk(root / "disk", size))
+                where = disk.mount
+            database = f"sqlite:///{where / 'jobd.db'}"
         else:
             if options.pg_url is None:
                 cluster = stack.enter_context(own_cluster())
@@ -677,7 +794,7 @@ def run_chaos(options: Options) -> Report:
         store = open_store(database)
         store.upgrade()
         store.close()
-        chaos = Chaos(options, root, database)
+        chaos = Chaos(options, root, database, disk)
         try:
             return chaos.run()
         finally:
@@ -711,8 +828,22 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="workers per node")
     parser.add_argument("--fault-every", type=float, default=1.0, help="mean seconds apart")
     parser.add_argument("--job-ms", type=float, default=None, help="each job's work")
+    parser.add_argument(
+        "--enqueue-during",
+        type=float,
+        default=0.5,
+        help="the fraction of the jobs enqueued during the faults (0 to 1)",
+    )
+    parser.add_argument(
+        "--no-disk", action="store_true", help="SQLite: no small tmpfs, no disk_full faults"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=900.0, help="seconds for the jobs to end after"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the run's files here")
     args = parser.parse_args()
+    if not 0 <= args.enqueue_during <= 1:
+        parser.error(f"--enqueue-during must be between 0 and 1, not {args.enqueue_during:g}")
     nodes = args.nodes or (1 if args.backend == "sqlite" else 2)
     options = Options(
         backend=args.backend,
@@ -724,6 +855,9 @@ def main() -> int:
         fault_every=args.fault_every,
         root=args.keep,
         job_seconds=None if args.job_ms is None else args.job_ms / 1000,
+        enqueue_during=args.enqueue_during,
+        drain_timeout=args.drain_timeout,
+        disk=False if args.no_disk else None,
     )
     report = run_chaos(options)
     print(report.table())
