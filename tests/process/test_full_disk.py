@@ -10,54 +10,25 @@ heartbeat window).
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.process.daemon import Daemon, open_gate
+from tests.smalldisk import SmallDisk, needs_root, small_disk
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="mounting a small tmpfs to fill needs root"
-)
-
-R = "jobd_test_routines"
+pytestmark = needs_root
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "disk", 16 << 20) as mounted:
+        yield mounted
 
 
-def fill(directory: Path, database: Path) -> Path:
-    """Truncate the WAL (a WAL at full size has room for more transactions),
-    then write a ballast until the file system has no byte left."""
-    with contextlib.closing(sqlite3.connect(database, timeout=5, isolation_level=None)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    ballast = directory / "ballast"
-    with open(ballast, "wb", buffering=0) as handle:
-        for size in (1 << 20, 4096, 1):
-            chunk = b"\0" * size
-            while True:
-                try:
-                    handle.write(chunk)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    assert os.statvfs(directory).f_bavail == 0
-    return ballast
+R = "jobd_test_routines"
 
 
 def count(text: str, words: str) -> int:
@@ -65,9 +36,9 @@ def count(text: str, words: str) -> int:
 
 
 def test_a_full_disk_pauses_the_master_and_loses_no_outcome(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, disk: SmallDisk
 ) -> None:
-    database = small_disk / "jobd.db"
+    database = disk.mount / "jobd.db"
     daemon = Daemon(
         tmp_path,
         f"sqlite:///{database}",
@@ -79,7 +50,7 @@ def test_a_full_disk_pauses_the_master_and_loses_no_outcome(
         gate = daemon.gate()
         jobs = [client.enqueue(f"{R}:blocked", daemon.events, gate, tag=n) for n in range(2)]
         daemon.wait_event("started", count=2)
-        ballast = fill(small_disk, database)
+        disk.fill(database)
         open_gate(gate)  # both end while nothing can be written
         daemon.wait_event("finished", count=2)
         # The master says why, on each failed heartbeat, for longer than the
@@ -90,12 +61,12 @@ def test_a_full_disk_pauses_the_master_and_loses_no_outcome(
             what="3 s of failed heartbeats",
         )
         log = daemon.stderr()
-        assert f"the disk holding {small_disk} is full" in log
+        assert f"the disk holding {disk.mount} is full" in log
         assert "store unavailable (claims paused" in log
         assert daemon.process is not None and daemon.process.poll() is None  # still supervising
         assert [client.get(job.id).state for job in jobs] == ["running", "running"]
 
-        ballast.unlink()  # space is back: the master goes on by itself
+        disk.empty()  # space is back: the master goes on by itself
         for job in jobs:
             daemon.wait_state(job.id, "succeeded", timeout=20)
         for job in jobs:
