@@ -360,6 +360,19 @@ def _optional(m: dict[str, Any], kind: str, name: str, cls: type[Any]) -> Any:
     raise Malformed(f"{kind}: field {name!r} is {type(value).__name__}, not {cls.__name__}")
 
 
+def decode_from_template(data: bytes) -> dict[str, Any]:
+    """A datagram from the worker template: a JSON object with an "op", or
+    Malformed with a one-line reason (the master then takes the template for
+    gone: it no longer trusts what it says)."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise Malformed(f"not JSON ({exc}): {_excerpt(data)}") from None
+    if not isinstance(value, dict) or not isinstance(value.get("op"), str):
+        raise Malformed(f"not an object with an op: {_excerpt(data)}")
+    return value
+
+
 def _excerpt(value: object) -> str:
     """At most 120 characters of what arrived, escaped to one line."""
     if isinstance(value, bytes):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 from jobd.processes import set_child_subreaper
 from jobd.settings import Settings, to_json
 from jobd.supervisor.signals import HANDLED
-from jobd.wire import FromWorker, Malformed, WorkerLines, encode_datagram
+from jobd.wire import FromWorker, Malformed, WorkerLines, decode_from_template, encode_datagram
 
 
 class Channel:
@@ -158,7 +157,7 @@ class TemplateProcess:
                 return None
             if not data:
                 return messages or None
-            messages.append(json.loads(data))
+            messages.append(decode_from_template(data))
 
     def fork_worker(self, slot: int, pool: str) -> Channel:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -28,6 +28,7 @@ from jobd.supervisor.events import BootFailed, CatalogReady, ReloadCommitted, Re
 from jobd.supervisor.generations import Generation, Generations
 from jobd.supervisor.respawn import CrashBackoff
 from jobd.supervisor.sizes import PoolSizes
+from jobd.wire import Malformed
 
 log = logging.getLogger("jobd.master")
 
@@ -77,19 +78,30 @@ class Reloads:
     def on_template_readable(self, generation: Generation, spawning: bool) -> list[tuple[int, int]]:
         """What the template said; the workers it forked, (slot, pid), for the workforce."""
         assert generation.template is not None
-        messages = generation.template.receive()
-        if messages is None:
+        forked: list[tuple[int, int]] = []
+        try:
+            messages = generation.template.receive()
+            if messages is None:
+                self._template_gone(generation, spawning)
+                return []
+            for message in messages:
+                op = message.get("op")
+                if op == "ready":
+                    catalog = message["catalog"]
+                    if not isinstance(catalog, dict):
+                        raise Malformed(f"a catalog that is not an object: {catalog!r:.80}")
+                    self._template_ready(generation, catalog)
+                elif op == "boot_error":
+                    self.boot_failed(generation.number, str(message.get("error")))
+                elif op == "forked":
+                    forked.append((int(message["slot"]), int(message["pid"])))
+        except (Malformed, KeyError, TypeError, ValueError) as exc:
+            # The template is jobd's own process: bytes it did not mean are a fault
+            # of its own, never a reason for the master to stop. It is stopped, as if
+            # it had exited (its generation's workers live on).
+            why = exc if isinstance(exc, Malformed) else f"a message without {exc}"
+            log.error("template of generation %d: malformed message: %s", generation.number, why)
             self._template_gone(generation, spawning)
-            return []
-        forked = []
-        for message in messages:
-            op = message.get("op")
-            if op == "ready":
-                self._template_ready(generation, message["catalog"])
-            elif op == "boot_error":
-                self.boot_failed(generation.number, str(message.get("error")))
-            elif op == "forked":
-                forked.append((int(message["slot"]), int(message["pid"])))
         return forked
 
     def _template_gone(self, generation: Generation, spawning: bool) -> None:

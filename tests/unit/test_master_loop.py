@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jobd import exitcodes
-from jobd.records import NewJob
+from jobd.records import JobState, NewJob
 from jobd.schedule import Schedule
 from jobd.settings import PoolSection, Settings, StoreSection
 from jobd.store.contract import Store
@@ -29,7 +29,7 @@ from jobd.store.memory import MemoryStore
 from jobd.store.sql import SQLStore
 from jobd.supervisor.children import Channel
 from jobd.supervisor.master import Master, Phase
-from jobd.wire import LineReader
+from jobd.wire import LineReader, decode_from_template
 
 T0 = 1_800_000_000.0
 ROUTINE = "app.jobs:work"
@@ -134,7 +134,7 @@ class FakeTemplate:
                 return messages
             if not data:
                 return messages or None
-            messages.append(json.loads(data))
+            messages.append(decode_from_template(data))
 
     def fork_worker(self, slot: int, pool: str = "default") -> Channel:
         master_end, worker_end = socket.socketpair()
@@ -150,6 +150,10 @@ class FakeTemplate:
 
     def tell(self, **message: Any) -> None:
         self.theirs.send(json.dumps(message).encode())
+
+    def write(self, data: bytes) -> None:
+        """One datagram of raw bytes, as a template that went wrong would send."""
+        self.theirs.send(data)
 
 
 class FakeLauncher:
@@ -994,3 +998,28 @@ def test_a_template_stopped_earlier_in_the_step_is_not_read(store: Store) -> Non
     harness.step()
     assert harness.master.workforce.generation == 2
     harness.master.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"op": "forked", "slot": 1}', b'{"op": "ready"}'],
+    ids=["truncated", "not-utf8", "not-an-object", "missing-pid", "missing-catalog"],
+)
+def test_a_malformed_message_from_the_template_never_stops_the_master(
+    harness: Harness, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    workers = harness.boot()
+    assert harness.master.phase is Phase.RUNNING
+    first = harness.template
+    first.write(garbage)
+    harness.step()  # raised out of step() before
+    assert "template of generation 1: malformed message" in caplog.text
+    assert first.ours.fileno() == -1  # stopped: nothing it says later is read
+    # The workers it forked live on and serve the next job.
+    job_id = harness.enqueue()
+    harness.master.mark_ready()
+    ((worker, order),) = harness.orders(workers)
+    worker.done(order, result="1")
+    harness.step()
+    harness.step()
+    assert harness.store.get_job(job_id).state == JobState.SUCCEEDED
