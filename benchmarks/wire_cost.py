@@ -65,7 +65,7 @@ def main() -> None:
     line = typed_done(*ARGS)
     assert line == untyped_done(*ARGS), "the typed encoder writes the same line"
     batch = line * 16
-    claim = Claim(812, "app.jobs:work", "default", 0, 1, 3, "[]", "{}", 1.0, 1.0)
+    claim = Claim(812, "app.jobs:work", "default", 0, 1, 3, "[]", "{}", 1.0, 1.0, 1)
     cases: dict[str, tuple[Callable[[], object], int]] = {
         "encode done, untyped f-string": (lambda: untyped_done(*ARGS), 1),
         "encode done, Done + encode_done": (lambda: typed_done(*ARGS), 1),

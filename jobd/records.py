@@ -137,12 +137,7 @@ class Claim(NamedTuple):
     kwargs_json: str
     enqueued_at: float
     run_at: float
-    counted: int = 0  # 0 in a claim built by hand: the same as `attempt`
-
-    @property
-    def attempts_counted(self) -> int:
-        """The count toward max_attempts: what retries and their backoff go by."""
-        return self.counted or self.attempt
+    counted: int  # the count toward max_attempts: what retries and their backoff go by
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ class Dispatch:
         ):
             log.warning(
                 "job %s (%s) attempt %s/%s: %s%s",
-                claim.id, claim.routine, claim.attempts_counted, claim.max_attempts,
+                claim.id, claim.routine, claim.counted, claim.max_attempts,
                 attempt.outcome,
                 f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else "",
             )  # fmt: skip

@@ -48,8 +48,8 @@ def after_attempt(
         return Settle(claim.id, JobState.QUEUED, attempt, run_at=now, uncount=True)
     if attempt.outcome == "error" and attempt.error_type == UNREGISTERED:
         return Settle(claim.id, JobState.FAILED, attempt)  # no retries, no failed hook to run
-    if claim.attempts_counted < claim.max_attempts:
-        delay = policy.retry_delay_for(claim.attempts_counted, rand)
+    if claim.counted < claim.max_attempts:
+        delay = policy.retry_delay_for(claim.counted, rand)
         return Settle(claim.id, JobState.QUEUED, attempt, run_at=now + delay)
     follow_up = failed_hook_job(claim, attempt, now) if failed_hook else None
     return Settle(claim.id, JobState.FAILED, attempt, follow_up=follow_up)
@@ -66,7 +66,7 @@ def failed_hook_job(claim: Claim, attempt: Attempt, now: float) -> NewJob:
     failure: dict[str, Any] = {
         "job_id": claim.id,
         "routine": claim.routine,
-        "attempts": claim.attempts_counted,
+        "attempts": claim.counted,
         "outcome": attempt.outcome,
         "error_type": attempt.error_type,
         "message": attempt.error_message,

@@ -12,7 +12,7 @@ from jobd.supervisor.children import Channel
 from jobd.supervisor.deaths import judge_unexpected, lost_attempt
 from jobd.supervisor.workers import InFlight, Worker
 
-CLAIM = Claim(7, "app:f", "default", 0, 2, 3, "[]", "{}", 1.0, 1.0)
+CLAIM = Claim(7, "app:f", "default", 0, 2, 3, "[]", "{}", 1.0, 1.0, 2)
 
 
 def worker(booted: bool = True) -> Worker:

@@ -19,7 +19,17 @@ NOW = 1_800_000_000.0
 
 def claim(attempt: int = 1, max_attempts: int = 3) -> Claim:
     return Claim(
-        7, "app.jobs:work", "default", 0, attempt, max_attempts, "[1]", '{"a": 2}', NOW, NOW
+        7,
+        "app.jobs:work",
+        "default",
+        0,
+        attempt,
+        max_attempts,
+        "[1]",
+        '{"a": 2}',
+        NOW,
+        NOW,
+        attempt,
     )
 
 

@@ -23,7 +23,7 @@ BUDGET = 0.002
 
 
 def claim(job_id: int, routine: str = "app:fast") -> Claim:
-    return Claim(job_id, routine, "default", 0, 1, 3, "[]", "{}", 0.0, 0.0)
+    return Claim(job_id, routine, "default", 0, 1, 3, "[]", "{}", 0.0, 0.0, 1)
 
 
 @pytest.fixture

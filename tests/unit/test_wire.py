@@ -28,7 +28,7 @@ from jobd.wire import (
 
 
 def test_run_message_splices_stored_json_verbatim() -> None:
-    c = Claim(12, "app.jobs:resize", "images", 3, 2, 5, '[1,"a\\nb"]', '{"w":640}', 1.25, 2.5)
+    c = Claim(12, "app.jobs:resize", "images", 3, 2, 5, '[1,"a\\nb"]', '{"w":640}', 1.25, 2.5, 2)
     message = run_message(c)
     assert message.endswith(b"\n") and message.count(b"\n") == 1
     assert json.loads(message) == {
